@@ -1,0 +1,1 @@
+"""floxyctl: the command line of floxy."""

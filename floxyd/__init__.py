@@ -1,0 +1,1 @@
+"""floxyd: the floxy worker daemon."""
