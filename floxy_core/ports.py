@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from floxy_core.model import JSON
+from floxy_core.model import (
+    JSON,
+    DLQRecord,
+    Event,
+    Instance,
+    QueueItem,
+    StepRecord,
+    WorkflowDefinition,
+)
+
+if TYPE_CHECKING:
+    from floxy_core.engine.state import HookCall, Transition
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,3 +56,43 @@ class Clock(Protocol):
         ...
 
     def sleep(self, seconds: float) -> None: ...
+
+
+class Store(Protocol):
+    """Persistence in engine words. Every method taking `decide` runs it in one transaction."""
+
+    def save_definition(self, definition: WorkflowDefinition) -> bool: ...
+
+    def get_definition(self, workflow_id: str) -> WorkflowDefinition: ...
+
+    def create_instance(
+        self, workflow_id: str, data: JSON, now: float, decide: Callable[[Transition], None]
+    ) -> tuple[int, list[HookCall]]: ...
+
+    def transact(
+        self, instance_id: int, now: float, decide: Callable[[Transition], T]
+    ) -> tuple[T, list[HookCall]]: ...
+
+    def claim(
+        self, now: float, aging_rate: float, decide: Callable[[Transition, QueueItem], T]
+    ) -> tuple[bool, T | None, list[HookCall]]: ...
+
+    def attempt_current(self, instance_id: int, item_id: int) -> bool: ...
+
+    def renew_lease(self, instance_id: int, item_id: int, worker: str, until: float) -> bool: ...
+
+    def wait_for_work(self, timeout: float) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def next_due(self) -> float | None: ...
+
+    def get_instance(self, instance_id: int) -> Instance: ...
+
+    def get_steps(self, instance_id: int) -> list[StepRecord]: ...
+
+    def get_events(self, instance_id: int) -> list[Event]: ...
+
+    def get_dlq(self, instance_id: int | None = None) -> list[DLQRecord]: ...
+
+    def find_dlq(self, dlq_id: int) -> DLQRecord: ...

@@ -1,0 +1,552 @@
+"""The saga state machine: every decision is a function of an `InstanceState` and an input.
+
+Decisions mutate the state only through a `Transition`; the caller (a store, inside its
+transaction) persists what the transition recorded and fires its hooks after commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from floxy_core.builder import compensation_of, join_of
+from floxy_core.conditions import evaluate_condition
+from floxy_core.engine import joins, rollback
+from floxy_core.engine.retry import backoff_ms
+from floxy_core.engine.state import Transition
+from floxy_core.errors import ConditionError, ConflictError, NotFoundError
+from floxy_core.model import (
+    JSON,
+    RETRY_PRIORITY,
+    CancelRequest,
+    DLQRecord,
+    HumanDecision,
+    JoinStrategy,
+    QueueItem,
+    StepRecord,
+    StepType,
+)
+from floxy_core.status import InstanceStatus, StepStatus
+
+ACTIVE_STEP = (
+    StepStatus.PENDING,
+    StepStatus.RUNNING,
+    StepStatus.WAITING_DECISION,
+    StepStatus.PAUSED,
+)
+UNFINISHED_STEP = (*ACTIVE_STEP, StepStatus.COMPENSATION)
+DLQ_REASON = "dlq enabled: rollback/compensation skipped"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    aging_rate: float = 0.5
+    """Priority points gained per second of waiting (0 disables aging)."""
+    lease_ms: int = 30_000
+    missing_handler_cooldown_ms: int = 1_000
+    missing_handler_jitter: float = 0.2
+    missing_handler_log_every_ms: int = 5_000
+
+
+@dataclass(frozen=True)
+class Work:
+    """One handler call the runtime must make, outside any transaction."""
+
+    item_id: int
+    worker: str
+    instance_id: int
+    workflow_id: str
+    step_name: str
+    handler: str
+    input: JSON
+    idempotency_key: str
+    retry_count: int
+    compensation: bool
+    timeout_ms: int | None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a handler call produced: `output` on success, `error` on failure."""
+
+    output: JSON = None
+    error: str | None = None
+    retryable: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Engine:
+    """Decisions over one instance at a time. Holds only configuration and log throttling."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self._skip_logged: dict[str, float] = {}
+
+    # -- start ------------------------------------------------------------------------------
+
+    def start(self, tx: Transition) -> None:
+        """A fresh `pending` instance starts running at its first step."""
+        tx.set_instance(InstanceStatus.RUNNING)
+        tx.event("workflow_started", workflow_id=tx.instance.workflow_id)
+        tx.hook("workflow_started")
+        self._schedule(tx, tx.definition.start, tx.instance.input)
+
+    # -- claim ------------------------------------------------------------------------------
+
+    def claim(
+        self, tx: Transition, item: QueueItem, worker: str, handlers: Collection[str] | None
+    ) -> Work | None:
+        """Decide what a claimed queue item means; `Work` when a handler must be called.
+
+        `handlers` lists the handlers this process has (None: all of them); a task whose handler
+        is missing is released for another worker (distributed mode).
+        """
+        inst = tx.instance
+        row = tx.state.steps.get(item.step_name)
+        if row is None or inst.status.terminal or inst.status is InstanceStatus.DLQ:
+            tx.remove_queue(item)
+            return None
+        definition = tx.defn(row.step_name)
+        if row.status is StepStatus.COMPENSATION:
+            comp = compensation_of(tx.definition, definition)
+            if comp is None or comp.handler is None:
+                tx.remove_queue(item)
+                rollback.compensation_result(tx, row, None)
+                return None
+            if not self._has_handler(tx, item, comp.handler, handlers, "comp"):
+                return None
+            self._lease(tx, item, worker)
+            return Work(
+                item_id=item.id,
+                worker=worker,
+                instance_id=inst.id,
+                workflow_id=inst.workflow_id,
+                step_name=row.step_name,
+                handler=comp.handler,
+                input=row.input,
+                idempotency_key=row.idempotency_key,
+                retry_count=row.compensation_retry_count,
+                compensation=True,
+                timeout_ms=comp.timeout_ms or definition.timeout_ms,
+                metadata={**comp.metadata, "reason": "compensation"},
+            )
+        if inst.status is not InstanceStatus.RUNNING:
+            tx.remove_queue(item)
+            return None
+        if definition.type is StepType.HUMAN:
+            self._human_due(tx, item, row)
+            return None
+        if row.status not in (StepStatus.PENDING, StepStatus.FAILED, StepStatus.RUNNING):
+            tx.remove_queue(item)
+            return None
+        if definition.type is not StepType.TASK:
+            tx.remove_queue(item)
+            self._mark_running(tx, row)
+            self._run_builtin(tx, row)
+            return None
+        assert definition.handler is not None
+        if not self._has_handler(tx, item, definition.handler, handlers, "task"):
+            return None
+        if row.status is StepStatus.RUNNING and definition.no_idempotent:
+            tx.remove_queue(item)
+            self._fail(
+                tx,
+                row,
+                "not re-run: the worker running this no_idempotent step was lost",
+                retryable=False,
+            )
+            return None
+        self._mark_running(tx, row)
+        self._lease(tx, item, worker)
+        return Work(
+            item_id=item.id,
+            worker=worker,
+            instance_id=inst.id,
+            workflow_id=inst.workflow_id,
+            step_name=row.step_name,
+            handler=definition.handler,
+            input=row.input,
+            idempotency_key=row.idempotency_key,
+            retry_count=row.retry_count,
+            compensation=False,
+            timeout_ms=definition.timeout_ms,
+            metadata=dict(definition.metadata),
+        )
+
+    def _lease(self, tx: Transition, item: QueueItem, worker: str) -> None:
+        tx.touch_queue(
+            item,
+            attempted_at=tx.now,
+            attempted_by=worker,
+            lease_until=tx.now + self.config.lease_ms / 1000.0,
+        )
+
+    def _has_handler(
+        self,
+        tx: Transition,
+        item: QueueItem,
+        handler: str,
+        handlers: Collection[str] | None,
+        kind: str,
+    ) -> bool:
+        if handlers is None or handler in handlers:
+            return True
+        cfg = self.config
+        cooldown = cfg.missing_handler_cooldown_ms / 1000.0
+        jitter = cooldown * cfg.missing_handler_jitter
+        delay = max(0.001, cooldown + tx.rng.uniform(-jitter, jitter))
+        tx.touch_queue(
+            item,
+            attempted_at=None,
+            attempted_by=None,
+            lease_until=None,
+            scheduled_at=max(item.scheduled_at, tx.now + delay),
+        )
+        key = f"{kind}-skip:{item.instance_id}:{item.step_name}"
+        last = self._skip_logged.get(key)
+        if last is None or tx.now - last >= cfg.missing_handler_log_every_ms / 1000.0:
+            self._skip_logged[key] = tx.now
+            what = "compensation handler" if kind == "comp" else "handler"
+            tx.event(
+                "step_skipped_missing_handler",
+                item.step_name,
+                message=f"no local {what} registered; rescheduled",
+                handler=handler,
+            )
+        return False
+
+    def _mark_running(self, tx: Transition, row: StepRecord) -> None:
+        tx.update_step(
+            row,
+            StepStatus.RUNNING,
+            started_at=row.started_at if row.started_at is not None else tx.now,
+        )
+        tx.event("step_started", row.step_name, step_type=row.step_type.value)
+        tx.hook("step_started", step_name=row.step_name, retry_count=row.retry_count)
+
+    # -- results ----------------------------------------------------------------------------
+
+    def apply(self, tx: Transition, work: Work, outcome: Outcome) -> bool:
+        """Record a handler call's outcome. False when the attempt was stale and was ignored."""
+        item = next((q for q in tx.state.queue if q.id == work.item_id), None)
+        if item is None or item.attempted_by != work.worker:
+            return False
+        tx.remove_queue(item)
+        row = tx.state.steps[work.step_name]
+        if work.compensation:
+            if row.status is not StepStatus.COMPENSATION:
+                return False
+            rollback.compensation_result(tx, row, outcome.error)
+            return True
+        if row.status is not StepStatus.RUNNING:
+            return False
+        if outcome.ok:
+            self._complete(tx, row, outcome.output)
+        else:
+            assert outcome.error is not None
+            self._fail(tx, row, outcome.error, retryable=outcome.retryable)
+        return True
+
+    def _complete(self, tx: Transition, row: StepRecord, output: JSON, branch: bool = True) -> None:
+        """Success: record it, start successors, feed joins, finish the instance if done."""
+        definition = tx.defn(row.step_name)
+        tx.update_step(row, StepStatus.COMPLETED, output=output, completed_at=tx.now)
+        tx.event("step_completed", row.step_name, step_type=row.step_type.value)
+        tx.hook("step_completed", step_name=row.step_name, output=output)
+        if definition.type in (StepType.FORK, StepType.PARALLEL):
+            tx.event("fork_started", row.step_name, parallel_steps=list(definition.parallel))
+            joins.create_join_state(tx, definition)
+            for start in definition.parallel:
+                self._schedule(tx, start, row.input)
+            return
+        if definition.type is StepType.CONDITION:
+            successors = list(definition.next) if branch else [definition.else_step or ""]
+        else:
+            successors = [n for n in definition.next if tx.defn(n).type is not StepType.JOIN]
+        successors = [s for s in successors if s]
+        for name in successors:
+            self._schedule(tx, name, output)
+        if not successors:
+            if not joins.branch_finished(tx, row, success=True):
+                tx.set_instance(output=output)
+            self._maybe_complete(tx)
+
+    def _schedule(self, tx: Transition, name: str, data: JSON) -> None:
+        definition = tx.defn(name)
+        if tx.instance.status is InstanceStatus.DLQ:
+            tx.create_step(name, data, StepStatus.PAUSED)
+            return
+        existing = tx.state.steps.get(name)
+        if existing is not None:
+            return
+        tx.create_step(name, data)
+        tx.enqueue(name, definition.delay_ms, definition.priority)
+
+    def _maybe_complete(self, tx: Transition) -> None:
+        if tx.instance.status is not InstanceStatus.RUNNING:
+            return
+        if tx.state.queue or any(tx.rows(*UNFINISHED_STEP)):
+            return
+        tx.set_instance(InstanceStatus.COMPLETED, error=None)
+        tx.event("workflow_completed", workflow_id=tx.instance.workflow_id)
+        tx.hook("workflow_completed", output=tx.instance.output)
+
+    def _fail(self, tx: Transition, row: StepRecord, error: str, *, retryable: bool) -> None:
+        """A failed attempt: retry it, or fail the step for good."""
+        definition = tx.defn(row.step_name)
+        may_retry = (
+            retryable
+            and not definition.no_idempotent
+            and row.retry_count < definition.max_retries
+            and tx.instance.status is InstanceStatus.RUNNING
+        )
+        if may_retry:
+            count = row.retry_count + 1
+            tx.update_step(row, StepStatus.FAILED, retry_count=count, error=error)
+            tx.event("step_retry", row.step_name, retry_count=count, error=error)
+            tx.hook("step_retried", step_name=row.step_name, retry_count=count, error=error)
+            tx.enqueue(row.step_name, backoff_ms(definition, count, tx.rng), RETRY_PRIORITY)
+            return
+        tx.update_step(
+            row,
+            StepStatus.FAILED,
+            retry_count=row.retry_count + 1,
+            error=error,
+            completed_at=tx.now,
+        )
+        tx.event("step_failed", row.step_name, step_type=row.step_type.value, error=error)
+        tx.hook("step_failed", step_name=row.step_name, error=error)
+        if tx.definition.dlq_enabled or tx.instance.status is InstanceStatus.DLQ:
+            self._enter_dlq(tx, row, error)
+            return
+        found = joins.enclosing_block(tx.definition, row.step_name)
+        if found is not None and _join_strategy(tx, found[0].name) is JoinStrategy.ANY:
+            # Another branch may still succeed; the join fails only when every branch failed.
+            joins.branch_finished(tx, row, success=False)
+            self._maybe_complete(tx)
+            return
+        tx.set_instance(InstanceStatus.ROLLING_BACK, error=error)
+        self._stop_active(tx, "Skipped due to workflow failure", reason="workflow_failed")
+        rollback.begin(tx, row, to_savepoint=True)
+
+    def _enter_dlq(self, tx: Transition, row: StepRecord, error: str) -> None:
+        tx.update_step(row, StepStatus.PAUSED)
+        tx.event("step_failed", row.step_name, error=error, reason="dlq")
+        tx.add_dlq(row, error, DLQ_REASON)
+        joins.branch_finished(tx, row, success=False)
+        for other in list(tx.rows(StepStatus.PENDING)):
+            tx.update_step(other, StepStatus.PAUSED)
+        running = {r.step_name for r in tx.rows(StepStatus.RUNNING)}
+        for item in list(tx.state.queue):
+            if item.step_name not in running:
+                tx.remove_queue(item)
+        if tx.instance.status is not InstanceStatus.DLQ:
+            tx.set_instance(InstanceStatus.DLQ, error=error)
+            tx.hook("workflow_paused", error=error)
+
+    def _stop_active(self, tx: Transition, message: str, *, reason: str) -> None:
+        """Nothing else runs for this instance: skip active steps and drop their queue items."""
+        for other in list(tx.rows(*ACTIVE_STEP)):
+            tx.update_step(other, StepStatus.SKIPPED, error=other.error or message)
+            tx.event("step_failed", other.step_name, reason=reason, message=message)
+        failed_waiting = [r for r in tx.rows(StepStatus.FAILED) if tx.queue_of(r.step_name)]
+        for other in failed_waiting:
+            tx.update_step(other, StepStatus.SKIPPED)
+            tx.event("step_failed", other.step_name, reason=reason, message=message)
+        for item in list(tx.state.queue):
+            row = tx.state.steps.get(item.step_name)
+            if row is None or row.status is not StepStatus.COMPENSATION:
+                tx.remove_queue(item)
+
+    # -- built-in step kinds ----------------------------------------------------------------
+
+    def _run_builtin(self, tx: Transition, row: StepRecord) -> None:
+        definition = tx.defn(row.step_name)
+        if definition.type is StepType.CONDITION:
+            assert definition.condition is not None
+            try:
+                result = evaluate_condition(definition.condition, row.input)
+            except ConditionError as exc:
+                message = f"evaluate condition: {exc}"
+                tx.event("condition_check", row.step_name, error=message)
+                self._fail(tx, row, message, retryable=False)
+                return
+            tx.event("condition_check", row.step_name, result=result)
+            self._complete(tx, row, row.input, branch=result)
+        elif definition.type in (StepType.FORK, StepType.PARALLEL):
+            output = {"status": "forked", "parallel_steps": list(definition.parallel)}
+            self._complete(tx, row, output)
+        elif definition.type is StepType.JOIN:
+            self._run_join(tx, row)
+        else:
+            self._complete(tx, row, row.input)
+
+    def _run_join(self, tx: Transition, row: StepRecord) -> None:
+        state = tx.state.joins.get(row.step_name)
+        if state is None:
+            self._fail(tx, row, "join has no state", retryable=False)
+            return
+        tx.event(
+            "join_check",
+            row.step_name,
+            waiting_for=list(state.waiting_for),
+            completed=list(state.completed),
+            failed=list(state.failed),
+            is_ready=state.is_ready,
+        )
+        output = joins.join_output(tx, state)
+        if state.strategy is JoinStrategy.ALL and state.failed:
+            message = f"join failed: {len(state.failed)} steps failed"
+        elif state.strategy is JoinStrategy.ANY and not state.completed:
+            message = f"join failed: all {len(state.failed)} branches failed"
+        else:
+            tx.event("join_completed", row.step_name, **output)
+            self._complete(tx, row, output)
+            return
+        tx.update_step(row, output={**output, "status": "failed"})
+        self._fail(tx, row, message, retryable=False)
+
+    # -- human steps ------------------------------------------------------------------------
+
+    def _human_due(self, tx: Transition, item: QueueItem, row: StepRecord) -> None:
+        definition = tx.defn(row.step_name)
+        if row.status is StepStatus.PENDING:
+            tx.update_step(row, StepStatus.RUNNING, started_at=tx.now)
+            tx.update_step(row, StepStatus.WAITING_DECISION)
+            tx.event(
+                "step_started",
+                row.step_name,
+                step_type=row.step_type.value,
+                reason="waiting_for_human_decision",
+            )
+            tx.hook("step_waiting_decision", step_name=row.step_name)
+            if definition.timeout_ms:
+                delay = definition.timeout_ms / 1000.0
+                tx.touch_queue(item, scheduled_at=tx.now + delay, attempted_at=None)
+            else:
+                tx.remove_queue(item)
+            return
+        tx.remove_queue(item)
+        if row.status is StepStatus.WAITING_DECISION:
+            self.decide(tx, row.step_name, "rejected", "floxy", "decision timeout expired")
+
+    def decide(
+        self,
+        tx: Transition,
+        step_name: str | None,
+        decision: str,
+        decided_by: str,
+        comment: str | None = None,
+    ) -> StepRecord:
+        """A human confirmed (continue once) or rejected (abort) a waiting step."""
+        if decision not in ("confirmed", "rejected"):
+            raise ConflictError(f"decision must be confirmed or rejected, got {decision!r}")
+        humans = [r for r in tx.state.steps.values() if r.step_type is StepType.HUMAN]
+        if step_name is not None:
+            humans = [r for r in humans if r.step_name == step_name]
+        if not humans:
+            raise NotFoundError(
+                f"instance {tx.instance.id} has no human step"
+                + (f" named {step_name!r}" if step_name else "")
+            )
+        row = humans[-1]
+        if row.status is not StepStatus.WAITING_DECISION:
+            raise ConflictError(
+                f"step {row.step_name!r} is not waiting for a decision (status: {row.status})"
+            )
+        tx.add_decision(
+            HumanDecision(tx.instance.id, row.step_name, decision, decided_by, comment, tx.now)
+        )
+        tx.remove_queue_of(row.step_name)
+        tx.hook("human_decided", step_name=row.step_name, decision=decision, decided_by=decided_by)
+        if decision == "confirmed":
+            tx.update_step(row, StepStatus.CONFIRMED)
+            self._complete(tx, row, row.input)
+            return row
+        tx.update_step(row, StepStatus.REJECTED, completed_at=tx.now)
+        tx.event(
+            "step_failed",
+            row.step_name,
+            decision=decision,
+            decided_by=decided_by,
+            comment=comment,
+        )
+        suffix = f": {comment}" if comment else ""
+        error = f"step {row.step_name!r} was rejected by {decided_by}{suffix}"
+        self._stop_active(tx, "Stopped due to human rejection", reason="workflow_stopped")
+        tx.set_instance(InstanceStatus.ABORTED, error=error)
+        tx.event("workflow_aborted", requested_by=decided_by, reason=error)
+        tx.hook("workflow_aborted", error=error)
+        return row
+
+    # -- cancel, abort, DLQ requeue ---------------------------------------------------------
+
+    def stop(self, tx: Transition, kind: str, requested_by: str, reason: str) -> None:
+        """Cancel (compensate completed steps, end `cancelled`) or abort (end `aborted`)."""
+        inst = tx.instance
+        if inst.status.terminal:
+            raise ConflictError(f"workflow {inst.id} is already in terminal state: {inst.status}")
+        if kind == "cancel" and inst.status is InstanceStatus.CANCELLING:
+            raise ConflictError(f"workflow {inst.id} is already being cancelled")
+        tx.event(
+            "cancellation_started" if kind == "cancel" else "abort_started",
+            requested_by=requested_by,
+            reason=reason,
+            cancel_type=kind,
+        )
+        self._stop_active(tx, f"Stopped due to workflow {kind}", reason="workflow_stopped")
+        if kind == "abort":
+            for row in list(tx.rows(StepStatus.COMPENSATION)):
+                tx.update_step(row, StepStatus.FAILED, error=row.error or "compensation aborted")
+            for item in list(tx.state.queue):
+                tx.remove_queue(item)
+            error = f"Aborted by {requested_by}: {reason}"
+            tx.set_instance(InstanceStatus.ABORTED, error=error)
+            tx.event("workflow_aborted", requested_by=requested_by, reason=reason)
+            tx.hook("workflow_aborted", error=error)
+            return
+        tx.state.cancel_request = CancelRequest(inst.id, kind, requested_by, reason, tx.now)
+        tx.set_instance(InstanceStatus.CANCELLING, error=f"Cancelled by {requested_by}: {reason}")
+        rollback.begin(tx, None, to_savepoint=False)
+
+    def requeue(self, tx: Transition, record: DLQRecord, new_input: JSON = None) -> None:
+        """Resume a DLQ-paused instance at the failed step (optionally with new input)."""
+        inst = tx.instance
+        if record.reason == rollback.COMPENSATION_EXHAUSTED:
+            raise ConflictError(
+                f"DLQ record {record.id} is a failed compensation of a finished instance; "
+                "fix the side effect by hand and delete the record"
+            )
+        if inst.status is not InstanceStatus.DLQ:
+            raise ConflictError(f"instance {inst.id} is not paused in the DLQ (status: {inst.status})")
+        row = tx.state.steps[record.step_name]
+        data = new_input if new_input is not None else record.input
+        tx.update_step(
+            row,
+            StepStatus.PENDING,
+            input=data,
+            error=None,
+            retry_count=0,
+            compensation_retry_count=0,
+            started_at=None,
+            completed_at=None,
+        )
+        tx.remove_dlq(record)
+        tx.set_instance(InstanceStatus.RUNNING, error=None)
+        for other in list(tx.rows(StepStatus.PAUSED, StepStatus.PENDING)):
+            tx.update_step(other, StepStatus.PENDING)
+            if not tx.queue_of(other.step_name):
+                definition = tx.defn(other.step_name)
+                tx.enqueue(other.step_name, 0, definition.priority)
+        tx.event("dlq_requeued", row.step_name, dlq_id=record.id, new_input=new_input is not None)
+        tx.hook("workflow_resumed", step_name=row.step_name)
+
+
+def _join_strategy(tx: Transition, block: str) -> JoinStrategy | None:
+    join = join_of(tx.definition, tx.defn(block))
+    return join.join_strategy if join else None

@@ -1,0 +1,145 @@
+"""Rollback: which completed steps to compensate, in what order, and when the rollback ends.
+
+Compensations run one at a time, newest completion first. The set to compensate is every
+completed step downstream of the nearest savepoint (all of them for a cancel), so a condition
+branch that never ran has nothing to undo, nested forks are covered once, and steps after a join
+include the branch steps before it.
+"""
+
+from __future__ import annotations
+
+from floxy_core.builder import compensation_of, descendants
+from floxy_core.engine.retry import backoff_ms
+from floxy_core.engine.state import Transition
+from floxy_core.model import COMPENSATION_PRIORITY, ROOT, StepRecord, StepType
+from floxy_core.status import InstanceStatus, StepStatus
+
+COMPENSATION_EXHAUSTED = "compensation max retries exceeded"
+
+
+def nearest_savepoint(tx: Transition, step_name: str) -> str | None:
+    """Walk back from `step_name` to the closest savepoint that completed."""
+    steps = tx.definition.steps
+    current = steps[step_name].prev
+    for _ in range(len(steps) + 1):
+        if not current or current == ROOT:
+            return None
+        definition = steps[current]
+        row = tx.state.steps.get(current)
+        if (
+            definition.type is StepType.SAVE_POINT
+            and row is not None
+            and row.status is StepStatus.COMPLETED
+        ):
+            return current
+        current = definition.prev
+    return None
+
+
+def begin(tx: Transition, failed: StepRecord | None, *, to_savepoint: bool) -> None:
+    """Mark what must be undone, then start the first compensation (or finish at once)."""
+    scope: frozenset[str] | None = None
+    if failed is not None and to_savepoint:
+        savepoint = nearest_savepoint(tx, failed.step_name)
+        if savepoint is not None:
+            scope = descendants(tx.definition, savepoint)
+            tx.event("rollback_started", failed.step_name, savepoint=savepoint)
+    candidates = [r for r in tx.rows(StepStatus.COMPLETED) if scope is None or r.step_name in scope]
+    if failed is not None and failed.status is StepStatus.FAILED:
+        candidates.append(failed)
+    for row in candidates:
+        if compensation_of(tx.definition, tx.defn(row.step_name)) is None:
+            tx.update_step(row, StepStatus.ROLLED_BACK)
+            if row is not failed:
+                tx.event(
+                    "step_completed",
+                    row.step_name,
+                    step_type=row.step_type.value,
+                    reason="rolled_back_no_compensation",
+                )
+        else:
+            tx.update_step(row, StepStatus.COMPENSATION, compensation_retry_count=0)
+    advance(tx)
+
+
+def _order_key(row: StepRecord) -> tuple[float, float, int]:
+    return (row.completed_at or 0.0, row.created_at, row.id)
+
+
+def advance(tx: Transition) -> None:
+    """Start the next compensation unless one is under way; finish when none is left."""
+    waiting = list(tx.rows(StepStatus.COMPENSATION))
+    if any(tx.queue_of(r.step_name) for r in waiting):
+        return
+    if waiting:
+        row = max(waiting, key=_order_key)
+        tx.enqueue(row.step_name, 0, COMPENSATION_PRIORITY)
+        comp = compensation_of(tx.definition, tx.defn(row.step_name))
+        tx.event(
+            "step_started",
+            row.step_name,
+            step_type=row.step_type.value,
+            retry_count=row.compensation_retry_count,
+            reason="compensation",
+        )
+        tx.hook("compensation_started", step_name=row.step_name, compensation=comp.name if comp else None)
+        return
+    finish(tx)
+
+
+def finish(tx: Transition) -> None:
+    inst = tx.instance
+    if inst.status is InstanceStatus.ROLLING_BACK:
+        tx.set_instance(InstanceStatus.FAILED)
+        tx.event("workflow_failed", workflow_id=inst.workflow_id, error=inst.error)
+        tx.hook("workflow_failed", error=inst.error)
+    elif inst.status is InstanceStatus.CANCELLING:
+        tx.set_instance(InstanceStatus.CANCELLED)
+        request = tx.state.cancel_request
+        tx.event(
+            "workflow_cancelled",
+            requested_by=request.requested_by if request else None,
+            reason=request.reason if request else None,
+        )
+        tx.hook("workflow_cancelled", error=inst.error)
+
+
+def compensation_result(tx: Transition, row: StepRecord, error: str | None) -> None:
+    """Apply the outcome of one compensation attempt (`error` None means it succeeded)."""
+    comp = compensation_of(tx.definition, tx.defn(row.step_name))
+    if error is None or comp is None:
+        tx.update_step(row, StepStatus.ROLLED_BACK)
+        tx.event(
+            "step_completed",
+            row.step_name,
+            step_type=row.step_type.value,
+            retry_count=row.compensation_retry_count,
+            reason="compensation_success",
+        )
+        tx.hook("compensation_finished", step_name=row.step_name, error=None)
+        advance(tx)
+        return
+    count = row.compensation_retry_count + 1
+    if count <= comp.max_retries:
+        tx.update_step(row, compensation_retry_count=count)
+        tx.event(
+            "step_failed",
+            row.step_name,
+            step_type=row.step_type.value,
+            error=error,
+            retry_count=count,
+            reason="compensation_retry",
+        )
+        tx.enqueue(row.step_name, backoff_ms(comp, count, tx.rng), COMPENSATION_PRIORITY)
+        return
+    message = f"compensation {comp.name!r} failed: {error}"
+    tx.update_step(
+        row,
+        StepStatus.FAILED,
+        compensation_retry_count=count,
+        error=f"{row.error}; {message}" if row.error else message,
+    )
+    tx.event("step_failed", row.step_name, error=COMPENSATION_EXHAUSTED, cause=error)
+    tx.add_dlq(row, error, COMPENSATION_EXHAUSTED)
+    tx.hook("compensation_finished", step_name=row.step_name, error=error)
+    advance(tx)

@@ -1,0 +1,366 @@
+"""The bash handler: runs an inline script or a script file with the step input in the environment.
+
+Contract (DECISIONS.md "Bash handler environment", which wins over the reference, spec §15.1):
+
+* ``exec`` naming an existing file (relative to the YAML file's directory, else to the process cwd
+  as the reference did) runs as ``bash <file>``; anything else is an inline script run with
+  ``set -e`` — single-line too, fixing the reference quirk. A path-looking ``exec`` that names no
+  file fails with ``script file not found`` instead of being run as a command.
+* The child starts from the parent environment. ``INPUT`` holds the input as compact JSON and each
+  top-level field of an object input becomes an upper-cased variable, but a field never overrides
+  what the parent has, nor anything that changes how bash itself runs.
+* Stdout must be exactly one JSON value. The script runs in its own session so that a timeout or a
+  cancel kills the whole process group, grandchildren included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+
+from floxy_core.errors import HandlerError, HandlerTimeout
+from floxy_core.model import JSON
+from floxy_core.ports import StepContext
+
+__all__ = ["BashHandler", "is_inline_script"]
+
+_KIB = 1024
+_MIB = 1024 * 1024
+
+_SLICE_S = 0.05
+"""How often a waiting handler looks at the interrupt event (cancel must act within ~100 ms)."""
+
+_EXIT_GRACE_S = 0.1
+"""After bash exits, how long to keep reading pipes a background process still holds open."""
+
+_READ_CHUNK = 64 * 1024
+_OUTPUT_PREVIEW = 500
+_STDERR_TAIL = 2000
+
+_VALID_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+_PROTECTED_NAMES = frozenset(
+    {
+        # DECISIONS.md
+        "INPUT",
+        "PATH",
+        "HOME",
+        "IFS",
+        "BASH_ENV",
+        "ENV",
+        "SHELL",
+        # Also read by bash at start-up or while running: they would let input change how the
+        # script runs (e.g. SHELLOPTS=xtrace with a PS4 holding a command substitution).
+        "BASHOPTS",
+        "SHELLOPTS",
+        "PS4",
+        "POSIXLY_CORRECT",
+        "GLOBIGNORE",
+        "CDPATH",
+        "EXECIGNORE",
+        "FUNCNEST",
+        "TMOUT",
+        # Read by the C library of every program the script starts.
+        "GCONV_PATH",
+        "LOCPATH",
+        "NLSPATH",
+        "GLIBC_TUNABLES",
+    }
+)
+_PROTECTED_PREFIXES = ("FLOXY_", "LD_", "BASH_")
+
+
+def _resolve_script(exec: str, base_dir: str) -> str | None:
+    """Absolute path of the existing file `exec` names, or None when it names no file."""
+    if not exec or "\n" in exec:
+        return None
+    if os.path.isabs(exec):
+        return exec if os.path.isfile(exec) else None
+    for root in (base_dir, os.getcwd()):
+        candidate = os.path.join(root, exec)
+        if os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    return None
+
+
+def _looks_like_path(exec: str) -> bool:
+    """True for an `exec` surely meant as a script file, so a missing file is an error."""
+    if not exec or any(c.isspace() for c in exec):
+        return False
+    return exec.endswith(".sh") or exec.startswith(("./", "../", "/"))
+
+
+def is_inline_script(exec: str, base_dir: str) -> bool:
+    """Whether `exec` runs as an inline script (True) or as a script file (False)."""
+    stripped = exec.strip()
+    if _resolve_script(stripped, base_dir) is not None:
+        return False
+    return not _looks_like_path(stripped)
+
+
+def _is_protected(name: str) -> bool:
+    return name in _PROTECTED_NAMES or name.startswith(_PROTECTED_PREFIXES)
+
+
+def _compact(value: JSON) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _field_value(value: JSON) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return _compact(value)
+
+
+def _format_size(n: int) -> str:
+    if n >= _MIB and n % _MIB == 0:
+        return f"{n // _MIB} MiB"
+    if n >= _KIB and n % _KIB == 0:
+        return f"{n // _KIB} KiB"
+    return f"{n} bytes"
+
+
+def _reject_constant(name: str) -> JSON:
+    """NaN and Infinity are not JSON (and a JSONB column refuses them)."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class BashHandler:
+    """A `Handler` running a bash script; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        name: str,
+        exec: str,
+        *,
+        base_dir: str = ".",
+        max_output_bytes: int = 16 * _MIB,
+        debug_log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.exec = exec.strip()
+        self.base_dir = os.path.abspath(base_dir)
+        self.max_output_bytes = max_output_bytes
+        self._debug_log = debug_log
+        # Resolved once: a PATH search per call would cost a few failed execve calls.
+        self._bash = shutil.which("bash") or "bash"
+        script = _resolve_script(self.exec, self.base_dir)
+        self.inline = script is None and not _looks_like_path(self.exec)
+        self.script_path: str | None = None
+        if not self.inline:
+            self.script_path = script or os.path.normpath(os.path.join(self.base_dir, self.exec))
+
+    def __repr__(self) -> str:
+        what = "inline" if self.inline else self.script_path
+        return f"BashHandler({self.name!r}, {what})"
+
+    def __call__(self, ctx: StepContext, data: JSON) -> JSON:
+        if ctx.interrupt.is_set():
+            raise HandlerError("script interrupted: instance cancelled", retryable=False)
+        if self.inline:
+            # `-e` is `set -e` without shifting the script's line numbers in bash's messages.
+            argv = [self._bash, "-e", "-c", self.exec, self.name]
+        else:
+            assert self.script_path is not None
+            if not os.path.isfile(self.script_path):
+                raise HandlerError(f"script file not found: {self.script_path}", retryable=False)
+            argv = [self._bash, self.script_path]
+
+        input_json = _compact(data)
+        debug = self._debug_log if ctx.debug else None
+        if debug is not None:
+            debug(f"[DEBUG] handler '{self.name}' input: {input_json}")
+
+        returncode, out, err = self._run(argv, self._environment(ctx, data, input_json), ctx)
+
+        stderr = err.decode("utf-8", errors="replace")
+        if debug is not None:
+            debug(f"[DEBUG] handler '{self.name}' output: {out.decode('utf-8', 'replace').strip()}")
+            for line in stderr.splitlines():
+                debug(f"[DEBUG] handler '{self.name}' stderr: {line}")
+        return self._result(returncode, out, stderr)
+
+    def _environment(self, ctx: StepContext, data: JSON, input_json: str) -> dict[str, str]:
+        """The child's environment: parent env, input fields that may not override, engine vars."""
+        env = dict(os.environ)
+        # Nothing may run before the script, and the flag only describes this call.
+        for name in ("BASH_ENV", "ENV", "FLOXY_COMPENSATION"):
+            env.pop(name, None)
+        if isinstance(data, dict):
+            for key, value in data.items():
+                name = str(key).upper()
+                if name in env or _is_protected(name):
+                    continue
+                if not _VALID_NAME.fullmatch(name):
+                    continue
+                text = _field_value(value)
+                if "\0" not in text:  # not representable in an environment; INPUT still has it
+                    env[name] = text
+        env["INPUT"] = input_json
+        env["FLOXY_INSTANCE_ID"] = str(ctx.instance_id)
+        env["FLOXY_WORKFLOW_ID"] = ctx.workflow_id
+        env["FLOXY_STEP_NAME"] = ctx.step_name
+        env["FLOXY_IDEMPOTENCY_KEY"] = ctx.idempotency_key
+        env["FLOXY_RETRY_COUNT"] = str(ctx.retry_count)
+        env["FLOXY_DEBUG"] = "true" if ctx.debug else "false"
+        if ctx.compensation:
+            env["FLOXY_COMPENSATION"] = "true"
+        return env
+
+    def _run(
+        self, argv: list[str], env: dict[str, str], ctx: StepContext
+    ) -> tuple[int, bytes, bytes]:
+        """Start the script in its own session and collect (exit code, stdout, stderr)."""
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=self.base_dir,
+                env=env,
+                start_new_session=True,
+            )
+        except (UnicodeEncodeError, ValueError) as exc:
+            raise HandlerError(
+                f"cannot pass the step input to the script: {exc}", retryable=False
+            ) from exc
+        except OSError as exc:
+            if exc.errno == errno.E2BIG:
+                raise HandlerError(
+                    "cannot start script: the step input is too large to pass in the environment "
+                    f"({exc.strerror})",
+                    retryable=False,
+                ) from exc
+            raise HandlerError(f"cannot start script: {exc}") from exc
+        try:
+            return self._collect(proc, ctx)
+        finally:
+            if proc.returncode is None:  # an error or an exception of ours: leave nothing behind
+                _kill_group(proc)
+                proc.wait()
+            assert proc.stdout is not None and proc.stderr is not None
+            proc.stdout.close()
+            proc.stderr.close()
+
+    def _collect(self, proc: subprocess.Popen[bytes], ctx: StepContext) -> tuple[int, bytes, bytes]:
+        """Read both pipes until bash exits, without spinning; enforce caps, timeout, interrupt."""
+        assert proc.stdout is not None and proc.stderr is not None
+        out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+        out, err = bytearray(), bytearray()
+        cap = self.max_output_bytes
+        poller = select.poll()
+        poller.register(out_fd, select.POLLIN)
+        poller.register(err_fd, select.POLLIN)
+        open_pipes = 2
+        try:
+            # Becomes readable when bash exits, so the loop sleeps in poll() for everything.
+            pidfd = os.pidfd_open(proc.pid)
+            poller.register(pidfd, select.POLLIN)
+        except (AttributeError, OSError):
+            pidfd = -1
+        timeout = ctx.timeout_s if ctx.timeout_s is not None and ctx.timeout_s > 0 else None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        exited_at: float | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                if ctx.interrupt.is_set():
+                    _kill_group(proc)
+                    raise HandlerError(
+                        "script interrupted: instance cancelled",
+                        retryable=False,
+                        stderr=_text(err),
+                    )
+                if deadline is not None and now >= deadline:
+                    _kill_group(proc)
+                    raise HandlerTimeout(f"script timed out after {timeout:g}s", stderr=_text(err))
+                if exited_at is not None and (open_pipes == 0 or now - exited_at >= _EXIT_GRACE_S):
+                    # Pipes still open after the grace belong to a background process the script
+                    # left behind; the step's result does not wait for it.
+                    break
+                wait_s = _SLICE_S if deadline is None else min(_SLICE_S, deadline - now)
+                if open_pipes == 0 and pidfd < 0:
+                    try:
+                        proc.wait(wait_s)
+                    except subprocess.TimeoutExpired:
+                        continue
+                    exited_at = time.monotonic()
+                    continue
+                for fd, _event in poller.poll(max(1, int(wait_s * 1000))):
+                    if fd == pidfd:
+                        poller.unregister(pidfd)
+                        exited_at = time.monotonic()
+                        continue
+                    chunk = os.read(fd, _READ_CHUNK)
+                    if not chunk:
+                        poller.unregister(fd)
+                        open_pipes -= 1
+                    elif fd == out_fd:
+                        out += chunk
+                        if len(out) > cap:
+                            _kill_group(proc)
+                            raise HandlerError(
+                                f"script output exceeds {_format_size(cap)} limit",
+                                stderr=_text(err),
+                            )
+                    else:
+                        err += chunk
+                        if len(err) > cap:
+                            del err[: len(err) - cap]  # keep the tail: that is where errors are
+                if pidfd < 0 and exited_at is None and open_pipes > 0 and proc.poll() is not None:
+                    exited_at = time.monotonic()
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+        return proc.wait(), bytes(out), bytes(err)
+
+    def _result(self, returncode: int, out: bytes, stderr: str) -> JSON:
+        """Turn a finished run into the step output, or the error the reference would give."""
+        if returncode != 0:
+            if returncode < 0:
+                try:
+                    signame = signal.Signals(-returncode).name
+                except ValueError:
+                    signame = str(-returncode)
+                message = f"script killed by signal {signame}"
+            else:
+                message = f"script exited with code {returncode}"
+            tail = stderr.rstrip()[-_STDERR_TAIL:]
+            if tail:
+                message += f"\nStderr: {tail}"
+            raise HandlerError(message, stderr=stderr)
+        try:
+            text = out.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise HandlerError(f"script output is not valid UTF-8: {exc}", stderr=stderr) from exc
+        if not text.strip():
+            raise HandlerError("script produced no output", stderr=stderr)
+        try:
+            return json.loads(text, parse_constant=_reject_constant)
+        except ValueError as exc:
+            raise HandlerError(
+                f"script output is not valid JSON: {exc}\nOutput: {text[:_OUTPUT_PREVIEW]}",
+                stderr=stderr,
+            ) from exc
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the script's whole process group (it leads its own session), grandchildren too."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _text(buf: bytearray) -> str:
+    return buf.decode("utf-8", errors="replace")

@@ -1,0 +1,244 @@
+"""The loop over the ports: claim → run the handler (no transaction open) → apply → fire hooks.
+
+The runtime owns threads, the clock and handler calls; every decision is the engine's, taken
+inside a store transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from floxy_core.engine.decisions import Engine, Outcome, Work
+from floxy_core.engine.state import HookCall, Transition
+from floxy_core.errors import HandlerError
+from floxy_core.model import JSON, Instance, QueueItem, WorkflowDefinition
+from floxy_core.ports import Handler, StepContext, Store
+
+log = logging.getLogger("floxy.runtime")
+
+Hook = Callable[[str, Instance, Mapping[str, Any]], None]
+"""A lifecycle hook: (hook name, instance after the change, details). Errors are logged only."""
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@dataclass
+class _Running:
+    work: Work
+    interrupt: threading.Event
+
+
+class Runtime:
+    """Runs instances of registered workflows with a pool of worker threads."""
+
+    def __init__(
+        self,
+        store: Store,
+        handlers: Mapping[str, Handler],
+        *,
+        engine: Engine | None = None,
+        hooks: list[Hook] | None = None,
+        workers: int = 3,
+        poll_interval: float = 0.1,
+        debug: bool = False,
+        distributed: bool = True,
+        clock: SystemClock | None = None,
+    ) -> None:
+        self.store = store
+        self.handlers = dict(handlers)
+        self.engine = engine or Engine()
+        self.hooks = list(hooks or [])
+        self.workers = workers
+        self.poll_interval = poll_interval
+        self.debug = debug
+        self.distributed = distributed
+        self.clock = clock or SystemClock()
+        self.hook_errors = 0
+        self.changed = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._running: dict[int, _Running] = {}
+        self._running_lock = threading.Lock()
+        self._prefix = uuid.uuid4().hex[:8]
+
+    # -- control ----------------------------------------------------------------------------
+
+    def register(self, definition: WorkflowDefinition) -> bool:
+        return self.store.save_definition(definition)
+
+    def start_instance(self, workflow_id: str, data: JSON) -> int:
+        instance_id, hooks = self.store.create_instance(
+            workflow_id, data, self.clock.now(), self.engine.start
+        )
+        self._fire(instance_id, hooks)
+        return instance_id
+
+    def transact(self, instance_id: int, decide: Callable[[Transition], Any]) -> Any:
+        result, hooks = self.store.transact(instance_id, self.clock.now(), decide)
+        self._fire(instance_id, hooks)
+        self._interrupt_stale()
+        return result
+
+    def cancel(self, instance_id: int, requested_by: str, reason: str) -> None:
+        self.transact(instance_id, lambda tx: self.engine.stop(tx, "cancel", requested_by, reason))
+
+    def abort(self, instance_id: int, requested_by: str, reason: str) -> None:
+        self.transact(instance_id, lambda tx: self.engine.stop(tx, "abort", requested_by, reason))
+
+    def decide(
+        self,
+        instance_id: int,
+        step_name: str | None,
+        decision: str,
+        decided_by: str,
+        comment: str | None = None,
+    ) -> None:
+        self.transact(
+            instance_id,
+            lambda tx: self.engine.decide(tx, step_name, decision, decided_by, comment),
+        )
+
+    def requeue(self, dlq_id: int, new_input: JSON = None) -> int:
+        record = self.store.find_dlq(dlq_id)
+
+        def decide(tx: Transition) -> None:
+            current = next((r for r in tx.state.dlq if r.id == dlq_id), record)
+            self.engine.requeue(tx, current, new_input)
+
+        self.transact(record.instance_id, decide)
+        return record.instance_id
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def run_once(self, worker: str) -> bool:
+        """Claim and process one queue item. False when nothing was due."""
+        names = set(self.handlers) if self.distributed else None
+
+        def decide(tx: Transition, item: QueueItem) -> tuple[Work | None, int]:
+            return self.engine.claim(tx, item, worker, names), tx.instance.id
+
+        claimed, result, hooks = self.store.claim(
+            self.clock.now(), self.engine.config.aging_rate, decide
+        )
+        if not claimed or result is None:
+            return False
+        work, instance_id = result
+        self._fire(instance_id, hooks)
+        if work is not None:
+            self._execute(work)
+        return True
+
+    def _execute(self, work: Work) -> None:
+        handler = self.handlers.get(work.handler)
+        interrupt = threading.Event()
+        with self._running_lock:
+            self._running[work.item_id] = _Running(work, interrupt)
+        try:
+            outcome = self._call(handler, work, interrupt)
+        finally:
+            with self._running_lock:
+                self._running.pop(work.item_id, None)
+        self.transact(work.instance_id, lambda tx: self.engine.apply(tx, work, outcome))
+
+    def _call(self, handler: Handler | None, work: Work, interrupt: threading.Event) -> Outcome:
+        if handler is None:
+            return Outcome(error=f"handler {work.handler!r} is not registered", retryable=False)
+        ctx = StepContext(
+            instance_id=work.instance_id,
+            workflow_id=work.workflow_id,
+            step_name=work.step_name,
+            idempotency_key=work.idempotency_key,
+            retry_count=work.retry_count,
+            metadata=work.metadata,
+            compensation=work.compensation,
+            timeout_s=work.timeout_ms / 1000.0 if work.timeout_ms else None,
+            debug=self.debug,
+            interrupt=interrupt,
+        )
+        try:
+            return Outcome(output=handler(ctx, work.input))
+        except HandlerError as exc:
+            return Outcome(error=str(exc), retryable=exc.retryable)
+        except Exception as exc:  # a plugin's bug must not kill the worker
+            log.exception("handler %r raised", work.handler)
+            return Outcome(error=f"handler {work.handler!r} crashed: {type(exc).__name__}: {exc}")
+
+    def start(self) -> None:
+        """Start the worker threads and the watcher that interrupts stopped instances."""
+        self._stop.clear()
+        for index in range(self.workers):
+            name = f"{self._prefix}-w{index + 1}"
+            thread = threading.Thread(target=self._worker, args=(name,), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        watcher = threading.Thread(target=self._watch, name="floxy-watcher", daemon=True)
+        watcher.start()
+        self._threads.append(watcher)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._running_lock:
+            for running in self._running.values():
+                running.interrupt.set()
+        self.store.wake()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads.clear()
+
+    def _worker(self, name: str) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.run_once(name)
+            except Exception:
+                log.exception("worker %s failed; continuing", name)
+                busy = False
+            if not busy and not self._stop.is_set():
+                self.store.wait_for_work(self._idle_wait())
+
+    def _idle_wait(self) -> float:
+        due = self.store.next_due()
+        if due is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(0.0, due - self.clock.now()))
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.1):
+            self._interrupt_stale()
+
+    def _interrupt_stale(self) -> None:
+        """Interrupt handler calls whose step was stopped (cancel, abort, sibling failure)."""
+        with self._running_lock:
+            running = list(self._running.values())
+        for entry in running:
+            if entry.interrupt.is_set():
+                continue
+            if not self.store.attempt_current(entry.work.instance_id, entry.work.item_id):
+                entry.interrupt.set()
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def _fire(self, instance_id: int, hooks: list[HookCall]) -> None:
+        if hooks and self.hooks:
+            instance = self.store.get_instance(instance_id)
+            for call in hooks:
+                for hook in self.hooks:
+                    try:
+                        hook(call.name, instance, call.kwargs)
+                    except Exception:
+                        self.hook_errors += 1
+                        log.exception("lifecycle hook failed on %s", call.name)
+        with self.changed:
+            self.changed.notify_all()

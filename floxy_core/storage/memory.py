@@ -1,0 +1,269 @@
+"""A thread-safe in-memory `Store`: what `floxyctl run` and the unit tests use.
+
+Each transaction works on a copy of one instance's records and swaps it in only when the
+decision returned normally, so a decision that raises changes nothing (atomic state changes).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from floxy_core.engine.state import HookCall, InstanceState, Transition
+from floxy_core.errors import ConflictError, NotFoundError
+from floxy_core.model import (
+    JSON,
+    DLQRecord,
+    Event,
+    Instance,
+    JoinState,
+    QueueItem,
+    StepRecord,
+    WorkflowDefinition,
+)
+from floxy_core.status import InstanceStatus
+
+T = TypeVar("T")
+
+
+def _clone(state: InstanceState) -> InstanceState:
+    """Copy what a decision may mutate; JSON payloads are never mutated, so they are shared."""
+    return InstanceState(
+        definition=state.definition,
+        instance=copy.copy(state.instance),
+        steps={name: copy.copy(row) for name, row in state.steps.items()},
+        joins={
+            name: JoinState(
+                j.instance_id,
+                j.join_step,
+                list(j.waiting_for),
+                j.strategy,
+                list(j.completed),
+                list(j.failed),
+                j.is_ready,
+            )
+            for name, j in state.joins.items()
+        },
+        queue=[copy.copy(q) for q in state.queue],
+        decisions=dict(state.decisions),
+        dlq=list(state.dlq),
+        cancel_request=state.cancel_request,
+    )
+
+
+class MemoryStore:
+    def __init__(self, *, seed: int | None = None) -> None:
+        self._lock = threading.RLock()
+        self._work_ready = threading.Condition(self._lock)
+        self._rng = random.Random(seed)
+        self._definitions: dict[str, WorkflowDefinition] = {}
+        self._states: dict[int, InstanceState] = {}
+        self._events: dict[int, list[Event]] = {}
+        self._queued: set[int] = set()
+        self._ids = {"instance": 0, "step": 0, "queue": 0, "event": 0, "dlq": 0}
+
+    def _next_id(self, kind: str) -> int:
+        self._ids[kind] += 1
+        return self._ids[kind]
+
+    # -- definitions ------------------------------------------------------------------------
+
+    def save_definition(self, definition: WorkflowDefinition) -> bool:
+        """Register a definition; identical content is a no-op, changed content is refused."""
+        with self._lock:
+            existing = self._definitions.get(definition.id)
+            if existing is not None:
+                if existing.content_hash != definition.content_hash:
+                    raise ConflictError(
+                        f"workflow {definition.id} is already registered with different steps; "
+                        "bump `version` to register a changed flow"
+                    )
+                return False
+            self._definitions[definition.id] = definition
+            return True
+
+    def get_definition(self, workflow_id: str) -> WorkflowDefinition:
+        with self._lock:
+            found = self._definitions.get(workflow_id)
+            if found is None:
+                latest = [d for d in self._definitions.values() if d.name == workflow_id]
+                if latest:
+                    return max(latest, key=lambda d: d.version)
+                raise NotFoundError(f"workflow definition {workflow_id!r} not found")
+            return found
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def create_instance(
+        self, workflow_id: str, data: JSON, now: float, decide: Callable[[Transition], None]
+    ) -> tuple[int, list[HookCall]]:
+        with self._lock:
+            definition = self.get_definition(workflow_id)
+            instance = Instance(
+                id=self._ids["instance"] + 1,
+                workflow_id=definition.id,
+                status=InstanceStatus.PENDING,
+                input=data,
+                created_at=now,
+                updated_at=now,
+            )
+            state = InstanceState(definition=definition, instance=instance)
+            tx = Transition(_clone(state), now, self._rng)
+            decide(tx)
+            self._ids["instance"] = instance.id
+            self._states[instance.id] = state
+            self._events[instance.id] = []
+            self._commit(tx)
+            return instance.id, tx.hooks
+
+    def transact(
+        self, instance_id: int, now: float, decide: Callable[[Transition], T]
+    ) -> tuple[T, list[HookCall]]:
+        with self._lock:
+            state = self._state(instance_id)
+            tx = Transition(_clone(state), now, self._rng)
+            result = decide(tx)
+            self._commit(tx)
+            return result, tx.hooks
+
+    def claim(
+        self,
+        now: float,
+        aging_rate: float,
+        decide: Callable[[Transition, QueueItem], T],
+    ) -> tuple[bool, T | None, list[HookCall]]:
+        """Take the due queue item with the highest effective priority and decide about it.
+
+        Returns (claimed, decision result, hooks); `claimed` is False when nothing was due.
+        """
+        with self._lock:
+            best: tuple[tuple[float, float, int], InstanceState, QueueItem] | None = None
+            for instance_id in list(self._queued):
+                state = self._states[instance_id]
+                for item in state.queue:
+                    if item.scheduled_at > now:
+                        continue
+                    if item.attempted_at is not None and (item.lease_until or 0.0) > now:
+                        continue
+                    effective = float(item.priority)
+                    if aging_rate > 0:
+                        waited = max(0.0, now - item.scheduled_at)
+                        effective = min(100.0, item.priority + math.floor(waited * aging_rate))
+                    key = (-effective, item.scheduled_at, item.id)
+                    if best is None or key < best[0]:
+                        best = (key, state, item)
+            if best is None:
+                return False, None, []
+            _, state, item = best
+            tx = Transition(_clone(state), now, self._rng)
+            claimed = next(q for q in tx.state.queue if q.id == item.id)
+            result = decide(tx, claimed)
+            self._commit(tx)
+            return True, result, tx.hooks
+
+    def _state(self, instance_id: int) -> InstanceState:
+        state = self._states.get(instance_id)
+        if state is None:
+            raise NotFoundError(f"instance {instance_id} not found")
+        return state
+
+    def _commit(self, tx: Transition) -> None:
+        state = tx.state
+        for row in tx.new_steps:
+            row.id = self._next_id("step")
+        for item in tx.new_queue:
+            item.id = self._next_id("queue")
+        for record in tx.new_dlq:
+            record.id = self._next_id("dlq")
+        events = self._events[state.instance.id]
+        for event in tx.events:
+            events.append(
+                Event(
+                    event.instance_id,
+                    event.type,
+                    event.step_name,
+                    event.payload,
+                    event.at,
+                    self._next_id("event"),
+                )
+            )
+        if tx.cancel_request_done:
+            state.cancel_request = None
+        self._states[state.instance.id] = state
+        if state.queue:
+            self._queued.add(state.instance.id)
+        else:
+            self._queued.discard(state.instance.id)
+        if tx.new_queue or tx.dirty_queue:
+            self._work_ready.notify_all()
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Block until new queue items are committed or `timeout` seconds pass."""
+        with self._lock:
+            self._work_ready.wait(timeout)
+
+    def wake(self) -> None:
+        with self._lock:
+            self._work_ready.notify_all()
+
+    def next_due(self) -> float | None:
+        """When the earliest unclaimed queue item becomes due (None: nothing queued)."""
+        with self._lock:
+            times = [
+                q.scheduled_at
+                for i in self._queued
+                for q in self._states[i].queue
+                if q.attempted_at is None
+            ]
+            return min(times) if times else None
+
+    def renew_lease(self, instance_id: int, item_id: int, worker: str, until: float) -> bool:
+        with self._lock:
+            state = self._states.get(instance_id)
+            for item in state.queue if state else []:
+                if item.id == item_id and item.attempted_by == worker:
+                    item.lease_until = until
+                    return True
+            return False
+
+    def attempt_current(self, instance_id: int, item_id: int) -> bool:
+        """Whether a claimed item still stands (its step was not stopped or taken over)."""
+        with self._lock:
+            state = self._states.get(instance_id)
+            return state is not None and any(q.id == item_id for q in state.queue)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get_instance(self, instance_id: int) -> Instance:
+        with self._lock:
+            return copy.copy(self._state(instance_id).instance)
+
+    def get_steps(self, instance_id: int) -> list[StepRecord]:
+        with self._lock:
+            return [copy.copy(r) for r in self._state(instance_id).steps.values()]
+
+    def get_events(self, instance_id: int) -> list[Event]:
+        with self._lock:
+            self._state(instance_id)
+            return list(self._events[instance_id])
+
+    def get_dlq(self, instance_id: int | None = None) -> list[DLQRecord]:
+        with self._lock:
+            states = [self._state(instance_id)] if instance_id else self._states.values()
+            return [copy.copy(r) for s in states for r in s.dlq]
+
+    def find_dlq(self, dlq_id: int) -> DLQRecord:
+        with self._lock:
+            for state in self._states.values():
+                for record in state.dlq:
+                    if record.id == dlq_id:
+                        return record
+            raise NotFoundError(f"DLQ record {dlq_id} not found")
+
+    def list_instances(self) -> list[Instance]:
+        with self._lock:
+            return [copy.copy(s.instance) for s in self._states.values()]
