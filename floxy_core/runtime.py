@@ -67,6 +67,8 @@ class Runtime:
         self.clock = clock or SystemClock()
         self.hook_errors = 0
         self.changed = threading.Condition()
+        self.generation = 0
+        """Bumped after every committed change; front ends wait on `changed` for it to move."""
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._running: dict[int, _Running] = {}
@@ -241,4 +243,5 @@ class Runtime:
                         self.hook_errors += 1
                         log.exception("lifecycle hook failed on %s", call.name)
         with self.changed:
+            self.generation += 1
             self.changed.notify_all()

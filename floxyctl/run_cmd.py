@@ -1,0 +1,376 @@
+"""`floxyctl run`: one workflow to completion, in-process, on the in-memory store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+
+from floxyctl import exits
+from floxyctl.app import FileOpt, OutputFormat, OutputOpt, fail
+
+
+def register(app: typer.Typer) -> None:
+    app.command(epilog=exits.EPILOG)(run)
+
+
+def run(
+    file: FileOpt,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "-i",
+            "--input",
+            help="JSON file with the workflow input. Default: stdin when it is not a terminal, else {}.",
+            show_default=False,
+        ),
+    ] = None,
+    flow: Annotated[
+        str | None,
+        typer.Option("--flow", help="Flow to run (name or name-vN); required if the file has several."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("-w", "--workers", envvar="FLOXY_WORKERS", help="Worker threads.")
+    ] = 3,
+    worker_interval: Annotated[
+        str,
+        typer.Option(
+            "--worker-interval",
+            envvar="FLOXY_WORKER_INTERVAL",
+            help="How often idle workers poll (e.g. 100ms).",
+        ),
+    ] = "100ms",
+    completion_timeout: Annotated[
+        str,
+        typer.Option("--completion-timeout", help="Give up after this long (exit 3)."),
+    ] = "10m",
+    status_check_interval: Annotated[
+        str,
+        typer.Option("--status-check-interval", help="Longest wait between status checks."),
+    ] = "500ms",
+    debug: Annotated[
+        bool,
+        typer.Option("-D", "--debug", help="Log handler input, output and stderr to stderr."),
+    ] = False,
+    decide: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--decide",
+            metavar="STEP=confirm|reject",
+            help="Answer a human step in advance (repeatable).",
+        ),
+    ] = None,
+    output: OutputOpt = OutputFormat.text,
+) -> None:
+    """Run one workflow to completion on an in-memory store (no database needed).
+
+    Example: floxyctl run -f examples/yaml/hello.yaml -i input.json
+
+    Ctrl-C once cancels the instance (compensations run); twice aborts it.
+    """
+    from floxy_core.durations import parse_duration_ms
+    from floxy_core.errors import InputError
+
+    try:
+        poll_ms = parse_duration_ms(worker_interval, what="--worker-interval")
+        timeout_ms = parse_duration_ms(completion_timeout, what="--completion-timeout")
+        status_ms = parse_duration_ms(status_check_interval, what="--status-check-interval")
+    except InputError as exc:
+        fail(str(exc))
+    if workers < 1:
+        fail(f"--workers must be at least 1, got {workers}")
+    decisions = _parse_decisions(decide or [])
+    workflow, handler_specs = _load(file, flow)
+    data = _read_input(input_file)
+    session = _Session(
+        workflow=workflow,
+        handler_specs=handler_specs,
+        data=data,
+        workers=workers,
+        poll_s=max(poll_ms, 1) / 1000,
+        timeout_s=timeout_ms / 1000,
+        status_s=max(status_ms, 10) / 1000,
+        debug=debug,
+        decisions=decisions,
+        json_output=output is OutputFormat.json,
+    )
+    raise typer.Exit(session.run())
+
+
+def _parse_decisions(items: list[str]) -> dict[str, str]:
+    decisions: dict[str, str] = {}
+    for item in items:
+        step, sep, answer = item.partition("=")
+        answer = answer.strip().lower()
+        if not sep or not step.strip() or answer not in ("confirm", "reject"):
+            fail(f"--decide expects STEP=confirm or STEP=reject, got {item!r}")
+        decisions[step.strip()] = "confirmed" if answer == "confirm" else "rejected"
+    return decisions
+
+
+def _load(file: Path, flow: str | None) -> tuple[Any, Any]:
+    from floxy_core.errors import InputError, ValidationError
+    from floxy_core.spec import load_workflow_file
+
+    try:
+        loaded = load_workflow_file(file)
+        return loaded.flow(flow), loaded
+    except ValidationError as exc:
+        for error in exc.errors:
+            print(str(error), file=sys.stderr)
+        count = len(exc.errors)
+        fail(f"{file}: {count} error{'s' if count != 1 else ''}; nothing was run")
+    except InputError as exc:
+        fail(str(exc))
+
+
+def _read_input(path: Path | None) -> Any:
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"cannot read input file {path}: {getattr(exc, 'strerror', None) or exc}")
+        source = str(path)
+    elif not sys.stdin.isatty():
+        text = sys.stdin.read()
+        source = "stdin"
+    else:
+        return {}
+    if not text.strip():
+        return {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+
+
+class _Session:
+    """One `run`: builds the runtime, follows the instance, answers humans, handles Ctrl-C."""
+
+    def __init__(
+        self,
+        *,
+        workflow: Any,
+        handler_specs: Any,
+        data: Any,
+        workers: int,
+        poll_s: float,
+        timeout_s: float,
+        status_s: float,
+        debug: bool,
+        decisions: dict[str, str],
+        json_output: bool,
+    ) -> None:
+        self.workflow = workflow
+        self.file = handler_specs
+        self.data = data
+        self.workers = workers
+        self.poll_s = poll_s
+        self.timeout_s = timeout_s
+        self.status_s = status_s
+        self.debug = debug
+        self.decisions = decisions
+        self.json_output = json_output
+        self.interrupts = 0
+        self.handled_interrupts = 0
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.interrupts += 1
+
+    def run(self) -> int:
+        from floxy_core.handlers.registry import HandlerBuildError, build_handlers, close_handlers
+        from floxy_core.runtime import Runtime
+        from floxy_core.storage.memory import MemoryStore
+
+        def debug_log(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
+        try:
+            handlers = build_handlers(self.file, debug_log=debug_log if self.debug else None)
+        except HandlerBuildError as exc:
+            fail(str(exc))
+        store = MemoryStore()
+        runtime = Runtime(
+            store, handlers, workers=self.workers, poll_interval=self.poll_s, debug=self.debug
+        )
+        runtime.register(self.workflow)
+        started = time.monotonic()
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            instance_id = runtime.start_instance(self.workflow.id, self.data)
+            runtime.start()
+            note, code = self._follow(runtime, instance_id, started)
+        finally:
+            runtime.stop(timeout=5.0)
+            close_handlers(handlers)
+            signal.signal(signal.SIGINT, previous)
+        self._report(runtime, instance_id, time.monotonic() - started, note)
+        return code
+
+    def _follow(self, runtime: Any, instance_id: int, started: float) -> tuple[str | None, int]:
+        from floxy_core.status import InstanceStatus, StepStatus
+
+        from floxyctl import render
+
+        store = runtime.store
+        live = None
+        if not self.json_output and render.fancy(sys.stderr):
+            from rich.live import Live
+
+            live = Live(
+                console=render.console_for(sys.stderr), refresh_per_second=12, transient=True
+            )
+            live.start()
+        deadline = started + self.timeout_s
+        seen = -1
+        try:
+            while True:
+                self._handle_interrupts(runtime, instance_id)
+                instance = store.get_instance(instance_id)
+                steps = store.get_steps(instance_id)
+                if live is not None:
+                    live.update(
+                        render.steps_table(
+                            steps,
+                            store.get_events(instance_id),
+                            title=f"{instance.workflow_id} #{instance_id}: {instance.status}",
+                        )
+                    )
+                status = instance.status
+                if status.terminal:
+                    return None, _exit_code(status)
+                if status is InstanceStatus.DLQ and not any(
+                    s.status is StepStatus.RUNNING for s in steps
+                ):
+                    return (
+                        "Paused: a step failed and the flow is in DLQ mode "
+                        "(requeue it with floxyctl dlq requeue in database mode).",
+                        exits.PAUSED,
+                    )
+                waiting = [s for s in steps if s.status is StepStatus.WAITING_DECISION]
+                if waiting:
+                    note = self._answer_humans(runtime, instance_id, waiting, steps, live)
+                    if note is not None:
+                        return note, exits.PAUSED
+                if time.monotonic() >= deadline:
+                    return (
+                        f"Timed out after {self.timeout_s:g}s (--completion-timeout); "
+                        f"instance is {status}.",
+                        exits.TIMEOUT,
+                    )
+                seen = self._wait_change(runtime, seen, min(self.status_s, 0.1))
+        finally:
+            if live is not None:
+                live.stop()
+
+    def _wait_change(self, runtime: Any, seen: int, timeout: float) -> int:
+        with runtime.changed:
+            runtime.changed.wait_for(lambda: runtime.generation != seen, timeout)
+            return int(runtime.generation)
+
+    def _handle_interrupts(self, runtime: Any, instance_id: int) -> None:
+        from floxy_core.errors import ConflictError
+
+        while self.handled_interrupts < self.interrupts:
+            self.handled_interrupts += 1
+            user = os.environ.get("USER") or "floxyctl"
+            kind = "cancel" if self.handled_interrupts == 1 else "abort"
+            print(
+                "\nfloxyctl: Ctrl-C: cancelling (compensations run; Ctrl-C again to abort)"
+                if kind == "cancel"
+                else "\nfloxyctl: Ctrl-C again: aborting (no compensation)",
+                file=sys.stderr,
+            )
+            try:
+                if kind == "cancel":
+                    runtime.cancel(instance_id, user, "interrupted (Ctrl-C)")
+                else:
+                    runtime.abort(instance_id, user, "interrupted twice (Ctrl-C)")
+            except ConflictError:
+                pass
+
+    def _answer_humans(
+        self, runtime: Any, instance_id: int, waiting: list[Any], steps: list[Any], live: Any
+    ) -> str | None:
+        """Apply --decide answers, ask on a terminal, or say why the run pauses."""
+        from floxy_core.errors import ConflictError
+        from floxy_core.status import StepStatus
+
+        user = os.environ.get("USER") or "floxyctl"
+        for row in waiting:
+            answer = self.decisions.get(row.step_name)
+            if answer is None and sys.stdin.isatty() and sys.stderr.isatty():
+                if live is not None:
+                    live.stop()
+                answer = _ask(row.step_name, row.input)
+                if live is not None:
+                    live.start()
+            if answer is None:
+                continue
+            try:
+                runtime.decide(instance_id, row.step_name, answer, user, "floxyctl run")
+            except ConflictError:
+                pass
+            return None
+        busy = any(s.status in (StepStatus.RUNNING, StepStatus.PENDING) for s in steps)
+        if busy:
+            return None
+        names = ", ".join(r.step_name for r in waiting)
+        return (
+            f"Paused: waiting for a human decision on {names} "
+            f"(answer with --decide {waiting[0].step_name}=confirm|reject)."
+        )
+
+    def _report(self, runtime: Any, instance_id: int, elapsed: float, note: str | None) -> None:
+        from floxy_core.report import instance_report
+
+        from floxyctl import render
+
+        store = runtime.store
+        instance = store.get_instance(instance_id)
+        steps = store.get_steps(instance_id)
+        events = store.get_events(instance_id)
+        if self.json_output:
+            render.print_json(instance_report(instance, steps, events, store.get_dlq(instance_id)))
+            if note:
+                print(note, file=sys.stderr)
+            return
+        render.summary(instance, steps, events, elapsed_s=elapsed, note=note)
+
+
+def _ask(step: str, data: Any) -> str | None:
+    preview = json.dumps(data, ensure_ascii=False)
+    if len(preview) > 400:
+        preview = preview[:399] + "…"
+    print(f"\nStep {step!r} waits for a human decision. Input: {preview}", file=sys.stderr)
+    while True:
+        try:
+            print("Confirm (continue) or reject (abort)? [c/r] ", end="", file=sys.stderr, flush=True)
+            answer = sys.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            return None
+        if not answer:
+            return None
+        choice = answer.strip().lower()
+        if choice in ("c", "confirm", "y", "yes"):
+            return "confirmed"
+        if choice in ("r", "reject", "n", "no"):
+            return "rejected"
+
+
+def _exit_code(status: Any) -> int:
+    from floxy_core.status import InstanceStatus
+
+    return {
+        InstanceStatus.COMPLETED: exits.OK,
+        InstanceStatus.FAILED: exits.FAILED,
+        InstanceStatus.CANCELLED: exits.STOPPED,
+        InstanceStatus.ABORTED: exits.STOPPED,
+    }.get(status, exits.FAILED)
