@@ -144,9 +144,7 @@ class Builder:
             self._errors.append(f"parallel {name!r} must contain at least 2 tasks")
             return self
         self._link(
-            StepDefinition(
-                name=name, type=StepType.PARALLEL, parallel=tuple(t.name for t in tasks)
-            )
+            StepDefinition(name=name, type=StepType.PARALLEL, parallel=tuple(t.name for t in tasks))
         )
         for task in tasks:
             definition = self._task(
@@ -417,9 +415,7 @@ def _check_cycles(definition: WorkflowDefinition, errors: list[str]) -> None:
     visit(definition.start, [])
 
 
-def compensation_of(
-    definition: WorkflowDefinition, step: StepDefinition
-) -> StepDefinition | None:
+def compensation_of(definition: WorkflowDefinition, step: StepDefinition) -> StepDefinition | None:
     if step.on_failure is None:
         return None
     return definition.steps.get(step.on_failure)

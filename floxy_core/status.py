@@ -45,41 +45,43 @@ _TERMINAL_INSTANCE = frozenset(
     }
 )
 
-I, S = InstanceStatus, StepStatus
+_I, _S = InstanceStatus, StepStatus
 
 INSTANCE_TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
-    I.PENDING: frozenset({I.RUNNING, I.CANCELLED, I.ABORTED}),
-    I.RUNNING: frozenset(
-        {I.COMPLETED, I.FAILED, I.ROLLING_BACK, I.CANCELLING, I.CANCELLED, I.ABORTED, I.DLQ}
+    _I.PENDING: frozenset({_I.RUNNING, _I.CANCELLED, _I.ABORTED}),
+    _I.RUNNING: frozenset(
+        {_I.COMPLETED, _I.FAILED, _I.ROLLING_BACK, _I.CANCELLING, _I.CANCELLED, _I.ABORTED, _I.DLQ}
     ),
-    I.ROLLING_BACK: frozenset({I.FAILED, I.DLQ, I.CANCELLING, I.ABORTED}),
-    I.CANCELLING: frozenset({I.CANCELLED, I.FAILED, I.ABORTED}),
-    I.DLQ: frozenset({I.RUNNING, I.CANCELLING, I.CANCELLED, I.ABORTED, I.FAILED}),
-    I.COMPLETED: frozenset(),
-    I.FAILED: frozenset(),
-    I.CANCELLED: frozenset(),
-    I.ABORTED: frozenset(),
+    _I.ROLLING_BACK: frozenset({_I.FAILED, _I.DLQ, _I.CANCELLING, _I.ABORTED}),
+    _I.CANCELLING: frozenset({_I.CANCELLED, _I.FAILED, _I.ABORTED}),
+    _I.DLQ: frozenset({_I.RUNNING, _I.CANCELLING, _I.CANCELLED, _I.ABORTED, _I.FAILED}),
+    _I.COMPLETED: frozenset(),
+    _I.FAILED: frozenset(),
+    _I.CANCELLED: frozenset(),
+    _I.ABORTED: frozenset(),
 }
 """Legal instance transitions. Unlike the reference, a terminal instance never changes again."""
 
 STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
-    S.PENDING: frozenset({S.RUNNING, S.SKIPPED, S.PAUSED, S.FAILED, S.COMPLETED}),
-    S.RUNNING: frozenset(
-        {S.COMPLETED, S.FAILED, S.PENDING, S.PAUSED, S.SKIPPED, S.WAITING_DECISION}
+    _S.PENDING: frozenset({_S.RUNNING, _S.SKIPPED, _S.PAUSED, _S.FAILED, _S.COMPLETED}),
+    _S.RUNNING: frozenset(
+        {_S.COMPLETED, _S.FAILED, _S.PENDING, _S.PAUSED, _S.SKIPPED, _S.WAITING_DECISION}
     ),
-    S.FAILED: frozenset({S.RUNNING, S.PENDING, S.COMPENSATION, S.ROLLED_BACK, S.SKIPPED, S.PAUSED}),
-    S.COMPLETED: frozenset({S.COMPENSATION, S.ROLLED_BACK}),
-    S.COMPENSATION: frozenset({S.COMPENSATION, S.ROLLED_BACK, S.FAILED}),
-    S.WAITING_DECISION: frozenset({S.COMPLETED, S.REJECTED, S.SKIPPED, S.CONFIRMED}),
-    S.CONFIRMED: frozenset({S.COMPLETED}),
-    S.PAUSED: frozenset({S.PENDING, S.SKIPPED}),
-    S.SKIPPED: frozenset(),
-    S.ROLLED_BACK: frozenset(),
-    S.REJECTED: frozenset(),
+    _S.FAILED: frozenset(
+        {_S.RUNNING, _S.PENDING, _S.COMPENSATION, _S.ROLLED_BACK, _S.SKIPPED, _S.PAUSED}
+    ),
+    _S.COMPLETED: frozenset({_S.COMPENSATION, _S.ROLLED_BACK}),
+    _S.COMPENSATION: frozenset({_S.COMPENSATION, _S.ROLLED_BACK, _S.FAILED}),
+    _S.WAITING_DECISION: frozenset({_S.COMPLETED, _S.REJECTED, _S.SKIPPED, _S.CONFIRMED}),
+    _S.CONFIRMED: frozenset({_S.COMPLETED}),
+    _S.PAUSED: frozenset({_S.PENDING, _S.SKIPPED}),
+    _S.SKIPPED: frozenset(),
+    _S.ROLLED_BACK: frozenset(),
+    _S.REJECTED: frozenset(),
 }
 """Legal step transitions; the engine asserts every change against this table."""
 
-del I, S
+del _I, _S
 
 
 def can_transition_step(old: StepStatus, new: StepStatus) -> bool:

@@ -75,7 +75,9 @@ def _first_line(text: str | None, width: int = 80) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def steps_table(steps: list[StepRecord], events: list[Event], title: str | None = None) -> RenderableType:
+def steps_table(
+    steps: list[StepRecord], events: list[Event], title: str | None = None
+) -> RenderableType:
     from rich.table import Table
     from rich.text import Text
 

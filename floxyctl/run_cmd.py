@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,13 +29,15 @@ def run(
         typer.Option(
             "-i",
             "--input",
-            help="JSON file with the workflow input. Default: stdin when it is not a terminal, else {}.",
+            help="JSON input file. Default: stdin when it is not a terminal, else {}.",
             show_default=False,
         ),
     ] = None,
     flow: Annotated[
         str | None,
-        typer.Option("--flow", help="Flow to run (name or name-vN); required if the file has several."),
+        typer.Option(
+            "--flow", help="Flow to run (name or name-vN); required if the file has several."
+        ),
     ] = None,
     workers: Annotated[
         int, typer.Option("-w", "--workers", envvar="FLOXY_WORKERS", help="Worker threads.")
@@ -216,7 +219,6 @@ class _Session:
 
     def _follow(self, runtime: Any, instance_id: int, started: float) -> tuple[str | None, int]:
         from floxy_core.status import InstanceStatus, StepStatus
-
         from floxyctl import render
 
         store = runtime.store
@@ -288,13 +290,11 @@ class _Session:
                 else "\nfloxyctl: Ctrl-C again: aborting (no compensation)",
                 file=sys.stderr,
             )
-            try:
+            with contextlib.suppress(ConflictError):
                 if kind == "cancel":
                     runtime.cancel(instance_id, user, "interrupted (Ctrl-C)")
                 else:
                     runtime.abort(instance_id, user, "interrupted twice (Ctrl-C)")
-            except ConflictError:
-                pass
 
     def _answer_humans(
         self, runtime: Any, instance_id: int, waiting: list[Any], steps: list[Any], live: Any
@@ -314,10 +314,8 @@ class _Session:
                     live.start()
             if answer is None:
                 continue
-            try:
+            with contextlib.suppress(ConflictError):
                 runtime.decide(instance_id, row.step_name, answer, user, "floxyctl run")
-            except ConflictError:
-                pass
             return None
         busy = any(s.status in (StepStatus.RUNNING, StepStatus.PENDING) for s in steps)
         if busy:
@@ -330,7 +328,6 @@ class _Session:
 
     def _report(self, runtime: Any, instance_id: int, elapsed: float, note: str | None) -> None:
         from floxy_core.report import instance_report
-
         from floxyctl import render
 
         store = runtime.store
@@ -352,7 +349,9 @@ def _ask(step: str, data: Any) -> str | None:
     print(f"\nStep {step!r} waits for a human decision. Input: {preview}", file=sys.stderr)
     while True:
         try:
-            print("Confirm (continue) or reject (abort)? [c/r] ", end="", file=sys.stderr, flush=True)
+            print(
+                "Confirm (continue) or reject (abort)? [c/r] ", end="", file=sys.stderr, flush=True
+            )
             answer = sys.stdin.readline()
         except (EOFError, KeyboardInterrupt):
             return None

@@ -523,7 +523,9 @@ class Engine:
                 "fix the side effect by hand and delete the record"
             )
         if inst.status is not InstanceStatus.DLQ:
-            raise ConflictError(f"instance {inst.id} is not paused in the DLQ (status: {inst.status})")
+            raise ConflictError(
+                f"instance {inst.id} is not paused in the DLQ (status: {inst.status})"
+            )
         row = tx.state.steps[record.step_name]
         data = new_input if new_input is not None else record.input
         tx.update_step(

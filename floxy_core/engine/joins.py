@@ -20,9 +20,7 @@ from floxy_core.status import InstanceStatus, StepStatus
 _BLOCKS = (StepType.FORK, StepType.PARALLEL)
 
 
-def enclosing_block(
-    definition: WorkflowDefinition, name: str
-) -> tuple[StepDefinition, str] | None:
+def enclosing_block(definition: WorkflowDefinition, name: str) -> tuple[StepDefinition, str] | None:
     """The innermost fork/parallel step whose branches contain `name`, and that branch's start."""
     current = name
     for _ in range(len(definition.steps) + 1):

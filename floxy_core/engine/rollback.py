@@ -82,7 +82,11 @@ def advance(tx: Transition) -> None:
             retry_count=row.compensation_retry_count,
             reason="compensation",
         )
-        tx.hook("compensation_started", step_name=row.step_name, compensation=comp.name if comp else None)
+        tx.hook(
+            "compensation_started",
+            step_name=row.step_name,
+            compensation=comp.name if comp else None,
+        )
         return
     finish(tx)
 

@@ -141,7 +141,9 @@ class Transition:
     def new_key(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
-    def create_step(self, name: str, data: JSON, status: StepStatus = StepStatus.PENDING) -> StepRecord:
+    def create_step(
+        self, name: str, data: JSON, status: StepStatus = StepStatus.PENDING
+    ) -> StepRecord:
         definition = self.defn(name)
         row = StepRecord(
             id=0,

@@ -80,7 +80,9 @@ def _handler_spec(raw: Mapping[str, Any], base_dir: str) -> HandlerSpec:
     )
 
 
-def _compile_flow(flow: Mapping[str, Any], handlers: Mapping[str, HandlerSpec]) -> WorkflowDefinition:
+def _compile_flow(
+    flow: Mapping[str, Any], handlers: Mapping[str, HandlerSpec]
+) -> WorkflowDefinition:
     builder = Builder(
         flow["name"],
         version=int(flow.get("version", 1)),
@@ -138,9 +140,7 @@ def _task(raw: Any, handlers: Mapping[str, HandlerSpec]) -> Task:
     )
 
 
-def _add_steps(
-    builder: Builder, steps: Sequence[Any], handlers: Mapping[str, HandlerSpec]
-) -> None:
+def _add_steps(builder: Builder, steps: Sequence[Any], handlers: Mapping[str, HandlerSpec]) -> None:
     for raw in steps:
         kind = "task" if isinstance(raw, str) else raw.get("type") or "task"
         if kind == "task":
@@ -154,7 +154,9 @@ def _add_steps(
         elif kind == "condition":
             expr = raw.get("expr") or raw.get("condition") or ""
             otherwise = raw.get("else")
-            builder.condition(raw["name"], expr, _branch(otherwise, handlers) if otherwise else None)
+            builder.condition(
+                raw["name"], expr, _branch(otherwise, handlers) if otherwise else None
+            )
         elif kind in ("savepoint", "save_point"):
             builder.save_point(raw["name"])
         elif kind == "fork":

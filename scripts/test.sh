@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need, then runs them. Fails (never skips)
+# when something the tests need is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for tool in bash jq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "test.sh: missing tools: ${missing[*]} (install them, e.g. apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+
+python -m pip install -q -e '.[dev]'
+exec python -m pytest "$@"
