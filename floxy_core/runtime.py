@@ -18,7 +18,7 @@ from floxy_core.engine.decisions import Engine, Outcome, Work
 from floxy_core.engine.state import HookCall, Transition
 from floxy_core.errors import HandlerError
 from floxy_core.model import JSON, Instance, QueueItem, WorkflowDefinition
-from floxy_core.ports import Handler, StepContext, Store
+from floxy_core.ports import Clock, Handler, StepContext, Store
 
 log = logging.getLogger("floxy.runtime")
 
@@ -54,7 +54,7 @@ class Runtime:
         poll_interval: float = 0.1,
         debug: bool = False,
         distributed: bool = True,
-        clock: SystemClock | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
         self.handlers = dict(handlers)
@@ -64,7 +64,7 @@ class Runtime:
         self.poll_interval = poll_interval
         self.debug = debug
         self.distributed = distributed
-        self.clock = clock or SystemClock()
+        self.clock: Clock = clock or SystemClock()
         self.hook_errors = 0
         self.changed = threading.Condition()
         self.generation = 0
