@@ -255,7 +255,7 @@ class Engine:
     def _complete(self, tx: Transition, row: StepRecord, output: JSON, branch: bool = True) -> None:
         """Success: record it, start successors, feed joins, finish the instance if done."""
         definition = tx.defn(row.step_name)
-        tx.update_step(row, StepStatus.COMPLETED, output=output, completed_at=tx.now)
+        tx.update_step(row, StepStatus.COMPLETED, output=output, error=None, completed_at=tx.now)
         tx.event("step_completed", row.step_name, step_type=row.step_type.value)
         tx.hook("step_completed", step_name=row.step_name, output=output)
         if definition.type in (StepType.FORK, StepType.PARALLEL):

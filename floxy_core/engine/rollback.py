@@ -62,8 +62,9 @@ def begin(tx: Transition, failed: StepRecord | None, *, to_savepoint: bool) -> N
     advance(tx)
 
 
-def _order_key(row: StepRecord) -> tuple[float, float, int]:
-    return (row.completed_at or 0.0, row.created_at, row.id)
+def _order_key(row: StepRecord) -> tuple[bool, float, int]:
+    """The step that failed first, then newest completion first (ids break same-instant ties)."""
+    return (row.error is not None, round(row.completed_at or 0.0, 6), row.id)
 
 
 def advance(tx: Transition) -> None:

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from floxy_core.errors import HandlerError
 from floxy_core.model import WorkflowDefinition
-from floxy_core.ports import StepContext
+from floxy_core.ports import StepContext, Store
 from floxy_core.runtime import Runtime
 from floxy_core.status import InstanceStatus
 from floxy_core.storage.memory import MemoryStore
 
 
 class FakeClock:
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.t = start
+    def __init__(self, start: float | None = None) -> None:
+        self.t = time.time() if start is None else start
 
     def now(self) -> float:
         return self.t
@@ -86,7 +87,7 @@ class _Recorded:
 
 @dataclass
 class Harness:
-    store: MemoryStore
+    store: Store
     runtime: Runtime
     clock: FakeClock
     handlers: Handlers
@@ -121,12 +122,14 @@ class Harness:
         return [e for e in self.store.get_events(instance_id) if type_ in (None, e.type)]
 
 
-def harness(names: list[str], *, handlers: list[str] | None = None) -> Harness:
+def harness(
+    names: list[str], *, handlers: list[str] | None = None, store: Store | None = None
+) -> Harness:
     clock = FakeClock()
     recorded = Handlers(clock)
     for name in names:
         recorded.add(name)
-    store = MemoryStore(seed=7)
+    store = store or MemoryStore(seed=7)
     table = {n: _Recorded(n, recorded) for n in (handlers if handlers is not None else names)}
     runtime = Runtime(store, table, clock=clock)
     return Harness(store, runtime, clock, recorded)

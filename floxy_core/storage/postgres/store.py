@@ -1,0 +1,661 @@
+"""The PostgreSQL `Store`: the same port as the in-memory store, durable and multi-process.
+
+Each decision runs in one transaction: the instance row is locked (`FOR UPDATE`), its records
+are loaded with a single query, the engine decides, and exactly what the `Transition` recorded
+is written back. Claims take a due queue row with `FOR UPDATE SKIP LOCKED` and never wait for an
+instance lock (another worker holding it means: try another row), so claims cannot deadlock
+with result transactions. No transaction is open while a handler runs; the claimed row carries a
+lease that another worker may take over once it expires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from floxy_core.engine.state import HookCall, InstanceState, Transition
+from floxy_core.errors import ConflictError, NotFoundError, StoreError
+from floxy_core.model import (
+    JSON,
+    CancelRequest,
+    DLQRecord,
+    Event,
+    HumanDecision,
+    Instance,
+    JoinState,
+    JoinStrategy,
+    QueueItem,
+    StepRecord,
+    StepType,
+    WorkflowDefinition,
+)
+from floxy_core.status import InstanceStatus, StepStatus
+from floxy_core.storage.postgres.sql import q
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+T = TypeVar("T")
+log = logging.getLogger("floxy.postgres")
+CHANNEL = "floxy_queue"
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _epoch(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return float(value.timestamp())
+
+
+def _dt(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
+def _json(value: JSON) -> Any:
+    from psycopg.types.json import Jsonb
+
+    return None if value is None else Jsonb(value)
+
+
+@dataclass
+class _Keys:
+    """Partition keys of the rows loaded in this transaction, kept exact for pruned updates."""
+
+    instance_created: datetime
+    steps_created: dict[str, datetime] = field(default_factory=dict)
+    step_ids: dict[str, int] = field(default_factory=dict)
+    had_cancel_request: bool = False
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        seed: int | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self.dsn = dsn
+        self.pool: ConnectionPool[Any] = ConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            timeout=connect_timeout,
+            name="floxy",
+            # JIT compiles the partition-wide load query for ~0.7 s; our queries are tiny.
+            kwargs={"options": "-c jit=off"},
+        )
+        self.pool.open(wait=True, timeout=connect_timeout)
+        self._rng = random.Random(seed)
+        self._definitions: dict[str, WorkflowDefinition] = {}
+        self._work = threading.Condition()
+        self._listener: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.pool.close()
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        with self.pool.connection() as conn:
+            yield conn
+
+    # -- definitions ------------------------------------------------------------------------
+
+    def save_definition(self, definition: WorkflowDefinition) -> bool:
+        params = {
+            "id": definition.id,
+            "name": definition.name,
+            "version": definition.version,
+            "definition": _json(definition.to_json()),
+            "content_hash": definition.content_hash,
+        }
+        with self._conn() as conn:
+            inserted = conn.execute(q("insert_definition"), params).fetchone()
+            if inserted is None:
+                row = conn.execute(q("definition_by_id"), {"id": definition.id}).fetchone()
+                if row is not None and row[3] != definition.content_hash:
+                    raise ConflictError(
+                        f"workflow {definition.id} is already registered with different "
+                        "content; bump `version` to register a changed flow"
+                    )
+        self._definitions[definition.id] = definition
+        return inserted is not None
+
+    def get_definition(self, workflow_id: str) -> WorkflowDefinition:
+        cached = self._definitions.get(workflow_id)
+        if cached is not None:
+            return cached
+        with self._conn() as conn:
+            row = conn.execute(q("definition_by_id"), {"id": workflow_id}).fetchone()
+            if row is None:
+                row = conn.execute(q("latest_definition_by_name"), {"name": workflow_id}).fetchone()
+        if row is None:
+            raise NotFoundError(f"workflow definition {workflow_id!r} not found")
+        definition = WorkflowDefinition.from_json(row[0], int(row[1]), row[2])
+        self._definitions[definition.id] = definition
+        return definition
+
+    def list_definitions(self) -> list[tuple[str, str, int, datetime]]:
+        with self._conn() as conn:
+            rows = conn.execute(q("list_definitions")).fetchall()
+        return [(str(r[0]), str(r[1]), int(r[2]), r[3]) for r in rows]
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        import psycopg
+
+        for attempt in range(5):
+            try:
+                return fn()
+            except psycopg.Error as exc:
+                if exc.sqlstate in _RETRYABLE_SQLSTATES and attempt < 4:
+                    continue
+                if isinstance(exc, psycopg.OperationalError):
+                    raise StoreError(f"database unavailable: {exc}") from exc
+                raise
+        raise AssertionError("unreachable")
+
+    def create_instance(
+        self, workflow_id: str, data: JSON, now: float, decide: Callable[[Transition], None]
+    ) -> tuple[int, list[HookCall]]:
+        definition = self.get_definition(workflow_id)
+
+        def run() -> tuple[int, list[HookCall]]:
+            with self._conn() as conn, conn.transaction():
+                row = conn.execute(
+                    q("insert_instance"),
+                    {"workflow_id": definition.id, "input": _json(data), "now": _ts(now)},
+                ).fetchone()
+                assert row is not None
+                instance = Instance(
+                    id=int(row[0]),
+                    workflow_id=definition.id,
+                    status=InstanceStatus.PENDING,
+                    input=data,
+                    created_at=now,
+                    updated_at=now,
+                )
+                state = InstanceState(definition=definition, instance=instance)
+                tx = Transition(state, now, self._rng)
+                decide(tx)
+                self._persist(conn, tx, _Keys(instance_created=row[1]))
+                return instance.id, tx.hooks
+
+        return self._retrying(run)
+
+    def transact(
+        self, instance_id: int, now: float, decide: Callable[[Transition], T]
+    ) -> tuple[T, list[HookCall]]:
+        def run() -> tuple[T, list[HookCall]]:
+            with self._conn() as conn, conn.transaction():
+                if conn.execute(q("lock_instance"), {"id": instance_id}).fetchone() is None:
+                    raise NotFoundError(f"instance {instance_id} not found")
+                state, keys = self._load(conn, instance_id)
+                tx = Transition(state, now, self._rng)
+                result = decide(tx)
+                self._persist(conn, tx, keys)
+                return result, tx.hooks
+
+        return self._retrying(run)
+
+    def claim(
+        self, now: float, aging_rate: float, decide: Callable[[Transition, QueueItem], T]
+    ) -> tuple[bool, T | None, list[HookCall]]:
+        skip: list[int] = []
+
+        def run() -> tuple[bool, T | None, list[HookCall]] | None:
+            with self._conn() as conn, conn.transaction():
+                row = conn.execute(
+                    q("claim_candidate"),
+                    {"now": _ts(now), "rate": max(aging_rate, 0.0), "skip": skip},
+                ).fetchone()
+                if row is None:
+                    return False, None, []
+                item_id, instance_id = int(row[0]), int(row[1])
+                if conn.execute(q("try_lock_instance"), {"id": instance_id}).fetchone() is None:
+                    skip.append(instance_id)
+                    return None
+                state, keys = self._load(conn, instance_id)
+                tx = Transition(state, now, self._rng)
+                item = next(i for i in state.queue if i.id == item_id)
+                result = decide(tx, item)
+                self._persist(conn, tx, keys)
+                return True, result, tx.hooks
+
+        for _ in range(8):
+            outcome = self._retrying(run)
+            if outcome is not None:
+                return outcome
+        return False, None, []
+
+    # -- loading and persisting -------------------------------------------------------------
+
+    def _load(self, conn: psycopg.Connection[Any], instance_id: int) -> tuple[InstanceState, _Keys]:
+        row = conn.execute(q("load_state"), {"id": instance_id}).fetchone()
+        if row is None:
+            raise NotFoundError(f"instance {instance_id} not found")
+        (workflow_id, status, data, output, error, created, updated, started, completed) = row[:9]
+        steps_raw, joins_raw, queue_raw, decisions_raw, dlq_raw, cancel_raw = row[9:]
+        definition = self.get_definition(workflow_id)
+        keys = _Keys(instance_created=created)
+        instance = Instance(
+            id=instance_id,
+            workflow_id=workflow_id,
+            status=InstanceStatus(status),
+            input=data,
+            output=output,
+            error=error,
+            created_at=created.timestamp(),
+            updated_at=updated.timestamp(),
+            started_at=_epoch(started),
+            completed_at=_epoch(completed),
+        )
+        state = InstanceState(definition=definition, instance=instance)
+        names: dict[int, str] = {}
+        for s in steps_raw:
+            created_at = datetime.fromisoformat(s["created_at"])
+            keys.steps_created[s["step_name"]] = created_at
+            keys.step_ids[s["step_name"]] = s["id"]
+            names[s["id"]] = s["step_name"]
+            state.steps[s["step_name"]] = StepRecord(
+                id=s["id"],
+                instance_id=instance_id,
+                step_name=s["step_name"],
+                step_type=StepType(s["step_type"]),
+                status=StepStatus(s["status"]),
+                input=s["input"],
+                idempotency_key=s["idempotency_key"],
+                max_retries=s["max_retries"],
+                created_at=created_at.timestamp(),
+                output=s["output"],
+                error=s["error"],
+                retry_count=s["retry_count"],
+                compensation_retry_count=s["compensation_retry_count"],
+                started_at=_epoch(s["started_at"]),
+                completed_at=_epoch(s["completed_at"]),
+            )
+        for j in joins_raw:
+            state.joins[j["join_step"]] = JoinState(
+                instance_id,
+                j["join_step"],
+                list(j["waiting_for"]),
+                JoinStrategy(j["strategy"]),
+                list(j["completed"]),
+                list(j["failed"]),
+                bool(j["is_ready"]),
+            )
+        for item in queue_raw:
+            state.queue.append(
+                QueueItem(
+                    id=item["id"],
+                    instance_id=instance_id,
+                    step_name=names.get(item["step_id"], ""),
+                    scheduled_at=_epoch(item["scheduled_at"]) or 0.0,
+                    priority=item["priority"],
+                    attempted_at=_epoch(item["attempted_at"]),
+                    attempted_by=item["attempted_by"],
+                    lease_until=_epoch(item["lease_until"]),
+                )
+            )
+        for d in decisions_raw:
+            name = names.get(d["step_id"])
+            if name is not None:
+                state.decisions[name] = HumanDecision(
+                    instance_id,
+                    name,
+                    d["decision"],
+                    d["decided_by"],
+                    d["comment"],
+                    _epoch(d["decided_at"]) or 0.0,
+                )
+        for x in dlq_raw:
+            state.dlq.append(
+                DLQRecord(
+                    id=x["id"],
+                    instance_id=instance_id,
+                    workflow_id=workflow_id,
+                    step_name=x["step_name"],
+                    step_type=StepType(x["step_type"]),
+                    input=x["input"],
+                    error=x["error"],
+                    reason=x["reason"],
+                    created_at=_epoch(x["created_at"]) or 0.0,
+                )
+            )
+        if cancel_raw is not None:
+            keys.had_cancel_request = True
+            state.cancel_request = CancelRequest(
+                instance_id,
+                cancel_raw["cancel_type"],
+                cancel_raw["requested_by"],
+                cancel_raw["reason"] or "",
+                _epoch(cancel_raw["created_at"]) or 0.0,
+            )
+        return state, keys
+
+    def _persist(self, conn: psycopg.Connection[Any], tx: Transition, keys: _Keys) -> None:
+        if not tx.changed and tx.state.cancel_request is None:
+            return
+        inst = tx.instance
+        now = _ts(tx.now)
+        cur = conn.cursor()
+        for row in tx.new_steps:
+            created = _ts(row.created_at)
+            assert created is not None
+            new_id = cur.execute(q("insert_step"), self._step_params(row, created)).fetchone()
+            assert new_id is not None
+            row.id = int(new_id[0])
+            keys.steps_created[row.step_name] = created
+            keys.step_ids[row.step_name] = row.id
+        for row in tx.dirty_steps.values():
+            cur.execute(q("update_step"), self._step_params(row, keys.steps_created[row.step_name]))
+        if tx.instance_dirty:
+            cur.execute(
+                q("update_instance"),
+                {
+                    "id": inst.id,
+                    "created_at": keys.instance_created,
+                    "status": inst.status.value,
+                    "output": _json(inst.output),
+                    "error": inst.error,
+                    "started_at": _ts(inst.started_at),
+                    "completed_at": _ts(inst.completed_at),
+                    "updated_at": _ts(inst.updated_at),
+                },
+            )
+        for join in tx.dirty_joins.values():
+            params = {
+                "instance_id": inst.id,
+                "join_step": join.join_step,
+                "waiting_for": _json(join.waiting_for),
+                "completed": _json(join.completed),
+                "failed": _json(join.failed),
+                "strategy": join.strategy.value,
+                "is_ready": join.is_ready,
+                "now": now,
+            }
+            if cur.execute(q("update_join"), params).rowcount == 0:
+                cur.execute(q("insert_join"), params)
+        for item in tx.removed_queue:
+            cur.execute(q("delete_queue"), {"id": item.id})
+        for item in tx.dirty_queue:
+            cur.execute(
+                q("update_queue"),
+                {
+                    "id": item.id,
+                    "scheduled_at": _ts(item.scheduled_at),
+                    "attempted_at": _ts(item.attempted_at),
+                    "attempted_by": item.attempted_by,
+                    "lease_until": _ts(item.lease_until),
+                },
+            )
+        for item in tx.new_queue:
+            new_id = cur.execute(
+                q("insert_queue"),
+                {
+                    "instance_id": inst.id,
+                    "step_id": keys.step_ids[item.step_name],
+                    "scheduled_at": _ts(item.scheduled_at),
+                    "priority": item.priority,
+                },
+            ).fetchone()
+            assert new_id is not None
+            item.id = int(new_id[0])
+        for event in tx.events:
+            cur.execute(
+                q("insert_event"),
+                {
+                    "instance_id": inst.id,
+                    "step_id": keys.step_ids.get(event.step_name or ""),
+                    "event_type": event.type,
+                    "payload": _json(dict(event.payload)),
+                    "created_at": _ts(event.at),
+                },
+            )
+        for record in tx.new_dlq:
+            new_id = cur.execute(
+                q("insert_dlq"),
+                {
+                    "instance_id": inst.id,
+                    "workflow_id": record.workflow_id,
+                    "step_id": keys.step_ids[record.step_name],
+                    "step_name": record.step_name,
+                    "step_type": record.step_type.value,
+                    "input": _json(record.input),
+                    "error": record.error,
+                    "reason": record.reason,
+                    "created_at": _ts(record.created_at),
+                },
+            ).fetchone()
+            assert new_id is not None
+            record.id = int(new_id[0])
+        for record in tx.removed_dlq:
+            cur.execute(q("delete_dlq"), {"id": record.id})
+        for decision in tx.new_decisions:
+            cur.execute(
+                q("insert_decision"),
+                {
+                    "instance_id": inst.id,
+                    "step_id": keys.step_ids[decision.step_name],
+                    "decided_by": decision.decided_by,
+                    "decision": decision.decision,
+                    "comment": decision.comment,
+                    "decided_at": _ts(decision.decided_at),
+                },
+            )
+        request = tx.state.cancel_request
+        if inst.status.terminal and (keys.had_cancel_request or request is not None):
+            cur.execute(q("delete_cancel_request"), {"instance_id": inst.id})
+        elif request is not None and not keys.had_cancel_request:
+            cur.execute(
+                q("upsert_cancel_request"),
+                {
+                    "instance_id": inst.id,
+                    "requested_by": request.requested_by,
+                    "cancel_type": request.cancel_type,
+                    "reason": request.reason,
+                },
+            )
+        if tx.new_queue or tx.dirty_queue:
+            cur.execute(f"NOTIFY {CHANNEL}")
+
+    @staticmethod
+    def _step_params(row: StepRecord, created: datetime) -> dict[str, Any]:
+        return {
+            "id": row.id,
+            "instance_id": row.instance_id,
+            "step_name": row.step_name,
+            "step_type": row.step_type.value,
+            "status": row.status.value,
+            "input": _json(row.input),
+            "output": _json(row.output),
+            "error": row.error,
+            "retry_count": row.retry_count,
+            "max_retries": row.max_retries,
+            "compensation_retry_count": row.compensation_retry_count,
+            "idempotency_key": row.idempotency_key,
+            "started_at": _ts(row.started_at),
+            "completed_at": _ts(row.completed_at),
+            "created_at": created,
+        }
+
+    # -- waking and leases ------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        """LISTEN for new queue rows; polling remains the fallback if this connection fails."""
+        import psycopg
+
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(self.dsn, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while not self._closed.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            with self._work:
+                                self._work.notify_all()
+            except psycopg.Error as exc:
+                log.warning(
+                    "queue listener lost its connection (%s); polling until it is back", exc
+                )
+                self._closed.wait(2.0)
+
+    def wait_for_work(self, timeout: float) -> None:
+        if self._listener is None:
+            with self._work:
+                if self._listener is None:
+                    self._listener = threading.Thread(
+                        target=self._listen, name="floxy-listen", daemon=True
+                    )
+                    self._listener.start()
+        with self._work:
+            self._work.wait(timeout)
+
+    def wake(self) -> None:
+        with self._work:
+            self._work.notify_all()
+
+    def next_due(self) -> float | None:
+        with self._conn() as conn:
+            row = conn.execute(q("next_due")).fetchone()
+        return _epoch(row[0]) if row else None
+
+    def attempt_current(self, instance_id: int, item_id: int) -> bool:
+        with self._conn() as conn:
+            return conn.execute(q("queue_item_exists"), {"id": item_id}).fetchone() is not None
+
+    def renew_lease(self, instance_id: int, item_id: int, worker: str, until: float) -> bool:
+        with self._conn() as conn:
+            cur = conn.execute(
+                q("renew_lease"), {"id": item_id, "worker": worker, "until": _ts(until)}
+            )
+            return cur.rowcount > 0
+
+    # -- reads ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _instance(row: Any) -> Instance:
+        return Instance(
+            id=int(row[0]),
+            workflow_id=row[1],
+            status=InstanceStatus(row[2]),
+            input=row[3],
+            output=row[4],
+            error=row[5],
+            created_at=row[6].timestamp(),
+            updated_at=row[7].timestamp(),
+            started_at=_epoch(row[8]),
+            completed_at=_epoch(row[9]),
+        )
+
+    def get_instance(self, instance_id: int) -> Instance:
+        with self._conn() as conn:
+            row = conn.execute(q("get_instance"), {"id": instance_id}).fetchone()
+        if row is None:
+            raise NotFoundError(f"instance {instance_id} not found")
+        return self._instance(row)
+
+    def list_instances(
+        self, *, status: str | None = None, workflow_id: str | None = None, limit: int = 50
+    ) -> list[Instance]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                q("list_instances"), {"status": status, "workflow_id": workflow_id, "limit": limit}
+            ).fetchall()
+        return [self._instance(r) for r in rows]
+
+    def get_steps(self, instance_id: int) -> list[StepRecord]:
+        with self._conn() as conn:
+            rows = conn.execute(q("get_steps"), {"id": instance_id}).fetchall()
+        return [
+            StepRecord(
+                id=int(r[0]),
+                instance_id=int(r[1]),
+                step_name=r[2],
+                step_type=StepType(r[3]),
+                status=StepStatus(r[4]),
+                input=r[5],
+                output=r[6],
+                error=r[7],
+                retry_count=r[8],
+                max_retries=r[9],
+                compensation_retry_count=r[10],
+                idempotency_key=r[11],
+                created_at=r[12].timestamp(),
+                started_at=_epoch(r[13]),
+                completed_at=_epoch(r[14]),
+            )
+            for r in rows
+        ]
+
+    def get_events(self, instance_id: int) -> list[Event]:
+        with self._conn() as conn:
+            rows = conn.execute(q("get_events"), {"id": instance_id}).fetchall()
+        return [
+            Event(
+                int(r[1]),
+                r[2],
+                (r[3] or {}).get("step_name"),
+                r[3] or {},
+                r[4].timestamp(),
+                int(r[0]),
+            )
+            for r in rows
+        ]
+
+    @staticmethod
+    def _dlq(r: Any) -> DLQRecord:
+        return DLQRecord(
+            id=int(r[0]),
+            instance_id=int(r[1]),
+            workflow_id=r[2],
+            step_name=r[3],
+            step_type=StepType(r[4]),
+            input=r[5],
+            error=r[6],
+            reason=r[7],
+            created_at=r[8].timestamp(),
+        )
+
+    def get_dlq(self, instance_id: int | None = None, limit: int = 1000) -> list[DLQRecord]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                q("get_dlq"), {"instance_id": instance_id, "limit": limit}
+            ).fetchall()
+        return [self._dlq(r) for r in rows]
+
+    def find_dlq(self, dlq_id: int) -> DLQRecord:
+        with self._conn() as conn:
+            row = conn.execute(q("find_dlq"), {"id": dlq_id}).fetchone()
+        if row is None:
+            raise NotFoundError(f"DLQ record {dlq_id} not found")
+        return self._dlq(row)
+
+    def stats(self) -> dict[str, int]:
+        with self._conn() as conn:
+            cur = conn.execute(q("stats_summary"))
+            row = cur.fetchone()
+            assert row is not None and cur.description is not None
+            return {col.name: int(value) for col, value in zip(cur.description, row, strict=True)}
