@@ -217,8 +217,24 @@ class Runtime:
         return min(self.poll_interval, max(0.0, due - self.clock.now()))
 
     def _watch(self) -> None:
+        """Every 100 ms interrupt stopped steps; every third of a lease renew running leases."""
+        renew_every = self.engine.config.lease_ms / 3000.0
+        last_renew = time.monotonic()
         while not self._stop.wait(0.1):
             self._interrupt_stale()
+            if time.monotonic() - last_renew >= renew_every:
+                last_renew = time.monotonic()
+                self._renew_leases()
+
+    def _renew_leases(self) -> None:
+        with self._running_lock:
+            running = [r.work for r in self._running.values()]
+        until = self.clock.now() + self.engine.config.lease_ms / 1000.0
+        for work in running:
+            try:
+                self.store.renew_lease(work.instance_id, work.item_id, work.worker, until)
+            except Exception:
+                log.exception("could not renew the lease of %s", work.step_name)
 
     def _interrupt_stale(self) -> None:
         """Interrupt handler calls whose step was stopped (cancel, abort, sibling failure)."""
@@ -227,7 +243,12 @@ class Runtime:
         for entry in running:
             if entry.interrupt.is_set():
                 continue
-            if not self.store.attempt_current(entry.work.instance_id, entry.work.item_id):
+            try:
+                current = self.store.attempt_current(entry.work.instance_id, entry.work.item_id)
+            except Exception:
+                log.exception("could not check whether %s is still current", entry.work.step_name)
+                continue
+            if not current:
                 entry.interrupt.set()
 
     # -- hooks ------------------------------------------------------------------------------

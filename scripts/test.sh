@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 
 missing=()
 for tool in bash jq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+# PostgreSQL server + pg_partman for the throwaway test cluster (unless FLOXY_TEST_DSN is set).
+if [ -z "${FLOXY_TEST_DSN:-}" ]; then
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql-15)
+  compgen -G "/usr/share/postgresql/*/extension/pg_partman.control" >/dev/null \
+    || missing+=(postgresql-15-partman)
+fi
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
