@@ -50,6 +50,7 @@ class Runtime:
         *,
         engine: Engine | None = None,
         hooks: list[Hook] | None = None,
+        start_guards: list[Callable[[str, JSON], None]] | None = None,
         workers: int = 3,
         poll_interval: float = 0.1,
         debug: bool = False,
@@ -60,6 +61,8 @@ class Runtime:
         self.handlers = dict(handlers)
         self.engine = engine or Engine()
         self.hooks = list(hooks or [])
+        self.start_guards = list(start_guards or [])
+        """Called before an instance is created; raising refuses the start (plugin veto)."""
         self.workers = workers
         self.poll_interval = poll_interval
         self.debug = debug
@@ -81,6 +84,8 @@ class Runtime:
         return self.store.save_definition(definition)
 
     def start_instance(self, workflow_id: str, data: JSON) -> int:
+        for guard in self.start_guards:
+            guard(workflow_id, data)
         instance_id, hooks = self.store.create_instance(
             workflow_id, data, self.clock.now(), self.engine.start
         )

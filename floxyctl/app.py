@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -50,6 +52,66 @@ def fail(message: str, code: int = exits.USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
+class _Options:
+    no_plugins = False
+    plugins: Any = None
+
+
+@app.callback()
+def _global(
+    no_plugins: Annotated[
+        bool,
+        typer.Option(
+            "--no-plugins",
+            envvar="FLOXY_NO_PLUGINS",
+            help="Load no third-party plugins (entry-point group `floxy`). "
+            "FLOXY_PLUGINS=a,b loads only those.",
+        ),
+    ] = False,
+) -> None:
+    _Options.no_plugins = no_plugins
+
+
+def plugins() -> Any:
+    """The loaded plugins (built-ins plus installed ones), loaded once per process."""
+    if _Options.plugins is None:
+        from floxy_core.errors import FloxyError
+        from floxy_core.plugins import load_plugins
+
+        try:
+            _Options.plugins = load_plugins(no_plugins=_Options.no_plugins)
+        except FloxyError as exc:
+            fail(str(exc))
+    return _Options.plugins
+
+
+@app.command("plugins")
+def list_plugins(output: OutputOpt = OutputFormat.text) -> None:
+    """List loaded plugins, their versions and the handler types they add.
+
+    Example: floxyctl plugins --output json
+    """
+    loaded = plugins()
+    rows = [
+        {
+            "name": info.name,
+            "version": info.version,
+            "builtin": info.builtin,
+            "handler_types": info.handler_types,
+        }
+        for info in loaded.infos
+    ]
+    if output is OutputFormat.json:
+        import json
+
+        print(json.dumps({"plugins": rows}, indent=2))
+        return
+    for row in rows:
+        types = ", ".join(row["handler_types"]) or "-"
+        kind = " (built-in)" if row["builtin"] else ""
+        print(f"{row['name']} {row['version']}{kind}: handler types: {types}")
+
+
 @app.command()
 def version() -> None:
     """Print the floxyctl version."""
@@ -59,13 +121,37 @@ def version() -> None:
 
 
 def _register_commands() -> None:
-    from floxyctl import run_cmd, spec_cmds
+    from floxyctl import db_cmds, run_cmd, spec_cmds
 
     run_cmd.register(app)
     spec_cmds.register(app)
+    db_cmds.register(app)
+
+
+class _OneLine(logging.Formatter):
+    """Library warnings as one line each; the traceback only with FLOXY_DEBUG set."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"floxyctl: {record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            if os.environ.get("FLOXY_DEBUG"):
+                return text + "\n" + self.formatException(record.exc_info)
+            error = record.exc_info[1]
+            text += f": {type(error).__name__}: {error}"
+        return text
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    root = logging.getLogger("floxy")
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    root.propagate = False
 
 
 def main() -> None:
+    _setup_logging()
     _register_commands()
     try:
         app()

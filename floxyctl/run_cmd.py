@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from floxyctl import exits
-from floxyctl.app import FileOpt, OutputFormat, OutputOpt, fail
+from floxyctl.app import FileOpt, OutputFormat, OutputOpt, fail, plugins
 
 
 def register(app: typer.Typer) -> None:
@@ -189,25 +189,38 @@ class _Session:
 
     def run(self) -> int:
         from floxy_core.handlers.registry import HandlerBuildError, build_handlers, close_handlers
+        from floxy_core.plugins import StartVetoed
         from floxy_core.runtime import Runtime
         from floxy_core.storage.memory import MemoryStore
 
         def debug_log(line: str) -> None:
             print(line, file=sys.stderr, flush=True)
 
+        loaded = plugins()
         try:
-            handlers = build_handlers(self.file, debug_log=debug_log if self.debug else None)
+            handlers = build_handlers(
+                self.file, debug_log=debug_log if self.debug else None, plugins=loaded
+            )
         except HandlerBuildError as exc:
             fail(str(exc))
         store = MemoryStore()
         runtime = Runtime(
-            store, handlers, workers=self.workers, poll_interval=self.poll_s, debug=self.debug
+            store,
+            handlers,
+            workers=self.workers,
+            poll_interval=self.poll_s,
+            debug=self.debug,
+            hooks=[loaded.runtime_hook],
+            start_guards=[loaded.check_start],
         )
         runtime.register(self.workflow)
         started = time.monotonic()
         previous = signal.signal(signal.SIGINT, self._on_sigint)
         try:
-            instance_id = runtime.start_instance(self.workflow.id, self.data)
+            try:
+                instance_id = runtime.start_instance(self.workflow.id, self.data)
+            except StartVetoed as exc:
+                fail(str(exc))
             runtime.start()
             note, code = self._follow(runtime, instance_id, started)
         finally:

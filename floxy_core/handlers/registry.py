@@ -1,17 +1,17 @@
-"""Turn declared handlers (`HandlerSpec`) into callables, by handler type.
-
-Bash and HTTP are registered here the way a plugin's handler types will be: a factory per type
-name. The plugin system adds factories; nothing else changes.
-"""
+"""Turn declared handlers (`HandlerSpec`) into callables, by handler type (see plugins.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from floxy_core.errors import FloxyError, HandlerError
+from floxy_core.errors import FloxyError
 from floxy_core.model import HandlerSpec, TLSConfig, WorkflowFile
 from floxy_core.ports import Handler
+
+if TYPE_CHECKING:
+    from floxy_core.plugins import Plugins
 
 DebugLog = Callable[[str], None]
 
@@ -27,26 +27,6 @@ class BuildContext:
 HandlerFactory = Callable[[HandlerSpec, BuildContext], Handler]
 
 
-def _bash(spec: HandlerSpec, ctx: BuildContext) -> Handler:
-    from floxy_core.handlers.bash import BashHandler
-
-    return BashHandler(spec.name, spec.exec or "", base_dir=spec.base_dir, debug_log=ctx.debug_log)
-
-
-def _http(spec: HandlerSpec, ctx: BuildContext) -> Handler:
-    from floxy_core.handlers.http import HttpHandler
-
-    return HttpHandler(
-        spec.name,
-        (spec.exec or "").strip(),
-        tls=spec.tls if spec.tls is not None else ctx.tls,
-        debug_log=ctx.debug_log,
-    )
-
-
-BUILTIN_FACTORIES: Mapping[str, HandlerFactory] = {"bash": _bash, "http": _http}
-
-
 class HandlerBuildError(FloxyError):
     """A declared handler could not be created (unknown type, unreadable certificate...)."""
 
@@ -55,26 +35,60 @@ def build_handlers(
     file: WorkflowFile,
     *,
     debug_log: DebugLog | None = None,
-    factories: Mapping[str, HandlerFactory] | None = None,
+    plugins: Plugins | None = None,
+    only: Iterable[str] | None = None,
 ) -> dict[str, Handler]:
-    """One handler per declaration; every failure is reported together."""
-    table = dict(BUILTIN_FACTORIES if factories is None else factories)
+    """One handler per declaration (or per name in `only`); every failure is reported together.
+
+    Handler types come from the plugins (the built-in bash and http when none are given); a
+    plugin's JSON Schema validates the handler's own keys first.
+    """
+    if plugins is None:
+        from floxy_core.plugins import load_plugins
+
+        plugins = load_plugins(no_plugins=True)
+    table = plugins.handler_types()
     ctx = BuildContext(tls=file.tls, debug_log=debug_log)
     built: dict[str, Handler] = {}
     problems: list[str] = []
+    wanted = set(only) if only is not None else None
     for spec in file.handlers.values():
-        factory = table.get(spec.type)
-        if factory is None:
-            known = ", ".join(sorted(table))
-            problems.append(f"handler {spec.name!r}: unknown type {spec.type!r} (known: {known})")
+        if wanted is not None and spec.name not in wanted:
             continue
+        handler_type = table.get(spec.type)
+        if handler_type is None:
+            known = ", ".join(sorted(table))
+            problems.append(
+                f"handler {spec.name!r}: unknown type {spec.type!r} "
+                f"(installed handler types: {known}; is the plugin installed?)"
+            )
+            continue
+        if handler_type.schema is not None:
+            problems.extend(_schema_problems(spec, handler_type.schema))
+            if problems:
+                continue
         try:
-            built[spec.name] = factory(spec, ctx)
-        except (HandlerError, OSError, ValueError) as exc:
+            built[spec.name] = handler_type.factory(spec, ctx)
+        except (FloxyError, OSError, ValueError) as exc:
             problems.append(f"failed to create handler {spec.name!r}: {exc}")
     if problems:
         raise HandlerBuildError("; ".join(problems))
     return built
+
+
+def _schema_problems(spec: HandlerSpec, schema: Mapping[str, object]) -> list[str]:
+    from jsonschema import Draft202012Validator
+
+    config = dict(spec.config)
+    if spec.exec is not None:
+        config["exec"] = spec.exec
+    validator = Draft202012Validator(schema)
+    return [
+        f"handler {spec.name!r} ({spec.type}): "
+        + (".".join(str(p) for p in error.absolute_path) + ": " if error.absolute_path else "")
+        + error.message
+        for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    ]
 
 
 def close_handlers(handlers: Mapping[str, Handler]) -> None:

@@ -1,0 +1,248 @@
+"""The plugin system: pluggy hookspecs for handler types and lifecycle hooks, and the manager.
+
+A plugin is a module or object with `@hookimpl` functions, published under the entry-point group
+`floxy`::
+
+    # pyproject.toml of a plugin package
+    [project.entry-points.floxy]
+    slack = "floxy_slack.plugin"
+
+    # floxy_slack/plugin.py
+    from floxy_core.plugins import HandlerType, hookimpl
+
+    @hookimpl
+    def floxy_handler_types():
+        return [HandlerType("slack", build_slack_handler, schema={...})]
+
+    @hookimpl
+    def floxy_workflow_failed(instance, error):
+        post_to_slack(f"{instance.workflow_id} #{instance.id} failed: {error}")
+
+Bash and HTTP handlers register through the same hook (`floxy_core.handlers.builtin`). Hook
+errors are logged and counted and never stop the engine; only `floxy_workflow_starting` may veto
+a start, by raising. A plugin object may set `floxy_priority` (default 50): higher runs first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from floxy_core.errors import FloxyError
+from floxy_core.model import JSON, HandlerSpec, Instance
+
+if TYPE_CHECKING:
+    from floxy_core.handlers.registry import BuildContext
+    from floxy_core.ports import Handler
+
+log = logging.getLogger("floxy.plugins")
+
+PROJECT = "floxy"
+ENTRY_POINT_GROUP = "floxy"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@dataclass(frozen=True)
+class HandlerType:
+    """A kind of handler a plugin adds: YAML `type: <name>` handlers are built by `factory`."""
+
+    name: str
+    factory: Callable[[HandlerSpec, BuildContext], Handler]
+    schema: Mapping[str, Any] | None = None
+    """JSON Schema of the handler's own keys (everything but name and type)."""
+    description: str = ""
+
+
+class StartVetoed(FloxyError):
+    """A plugin refused to start a workflow."""
+
+
+class HookSpecs:
+    """Every hook a plugin may implement; arguments are passed by name, take only what you use."""
+
+    @hookspec
+    def floxy_handler_types(self) -> list[HandlerType]:  # type: ignore[empty-body]
+        """Handler types this plugin adds."""
+
+    @hookspec
+    def floxy_workflow_starting(self, workflow_id: str, input: JSON) -> None:
+        """Before an instance is created; raise to veto the start (the message is shown)."""
+
+    @hookspec
+    def floxy_workflow_started(self, instance: Instance) -> None: ...
+
+    @hookspec
+    def floxy_workflow_completed(self, instance: Instance, output: JSON) -> None: ...
+
+    @hookspec
+    def floxy_workflow_failed(self, instance: Instance, error: str | None) -> None: ...
+
+    @hookspec
+    def floxy_workflow_cancelled(self, instance: Instance, error: str | None) -> None: ...
+
+    @hookspec
+    def floxy_workflow_aborted(self, instance: Instance, error: str | None) -> None: ...
+
+    @hookspec
+    def floxy_workflow_paused(self, instance: Instance, error: str | None) -> None:
+        """The instance entered the DLQ."""
+
+    @hookspec
+    def floxy_workflow_resumed(self, instance: Instance, step_name: str) -> None:
+        """A DLQ record was requeued."""
+
+    @hookspec
+    def floxy_step_started(self, instance: Instance, step_name: str, retry_count: int) -> None: ...
+
+    @hookspec
+    def floxy_step_completed(self, instance: Instance, step_name: str, output: JSON) -> None: ...
+
+    @hookspec
+    def floxy_step_failed(self, instance: Instance, step_name: str, error: str) -> None: ...
+
+    @hookspec
+    def floxy_step_retried(
+        self, instance: Instance, step_name: str, retry_count: int, error: str
+    ) -> None: ...
+
+    @hookspec
+    def floxy_step_waiting_decision(self, instance: Instance, step_name: str) -> None: ...
+
+    @hookspec
+    def floxy_human_decided(
+        self, instance: Instance, step_name: str, decision: str, decided_by: str
+    ) -> None: ...
+
+    @hookspec
+    def floxy_compensation_started(
+        self, instance: Instance, step_name: str, compensation: str | None
+    ) -> None: ...
+
+    @hookspec
+    def floxy_compensation_finished(
+        self, instance: Instance, step_name: str, error: str | None
+    ) -> None: ...
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    handler_types: list[str] = field(default_factory=list)
+    builtin: bool = False
+
+
+class Plugins:
+    """A pluggy manager plus what floxy needs from it: handler factories and safe hook calls."""
+
+    def __init__(self) -> None:
+        self.manager = pluggy.PluginManager(PROJECT)
+        self.manager.add_hookspecs(HookSpecs)
+        self.infos: list[PluginInfo] = []
+        self.errors = 0
+        self._staged: list[tuple[int, str, object, PluginInfo]] = []
+
+    def add(self, plugin: object, name: str, *, version: str = "", builtin: bool = False) -> None:
+        priority = int(getattr(plugin, "floxy_priority", 50))
+        self._staged.append((priority, name, plugin, PluginInfo(name, version, builtin=builtin)))
+
+    def finish(self) -> Plugins:
+        """Register staged plugins lowest priority first: pluggy calls the last one first."""
+        for _, name, plugin, info in sorted(self._staged, key=lambda s: s[0]):
+            self.manager.register(plugin, name=name)
+            self.infos.append(info)
+        self._staged.clear()
+        for info in self.infos:
+            plugin = self.manager.get_plugin(info.name)
+            impl = getattr(plugin, "floxy_handler_types", None)
+            if callable(impl):
+                info.handler_types = [t.name for t in impl()]
+        return self
+
+    def handler_types(self) -> dict[str, HandlerType]:
+        """Handler types by name; a later (higher-priority) plugin wins a name clash."""
+        types: dict[str, HandlerType] = {}
+        for batch in reversed(self.manager.hook.floxy_handler_types()):
+            for handler_type in batch:
+                types[handler_type.name] = handler_type
+        return types
+
+    def call(self, hook: str, **kwargs: Any) -> None:
+        """Call every implementation of `floxy_<hook>`; log and count errors, never raise."""
+        caller = getattr(self.manager.hook, f"floxy_{hook}", None)
+        if caller is None:
+            return
+        for impl in reversed(caller.get_hookimpls()):
+            try:
+                impl.function(**{a: kwargs[a] for a in impl.argnames if a in kwargs})
+            except Exception:
+                self.errors += 1
+                log.exception("plugin %s failed in floxy_%s", impl.plugin_name, hook)
+
+    def runtime_hook(self, name: str, instance: Instance, kwargs: Mapping[str, Any]) -> None:
+        """Adapter for `Runtime.hooks`."""
+        self.call(name, instance=instance, **kwargs)
+
+    def check_start(self, workflow_id: str, data: JSON) -> None:
+        """Let plugins veto a start; the first refusal wins."""
+        for impl in reversed(self.manager.hook.floxy_workflow_starting.get_hookimpls()):
+            args = {"workflow_id": workflow_id, "input": data}
+            try:
+                impl.function(**{a: args[a] for a in impl.argnames if a in args})
+            except Exception as exc:
+                raise StartVetoed(f"plugin {impl.plugin_name} refused to start: {exc}") from exc
+
+
+def _wanted(env: str | None) -> set[str] | None:
+    if env is None:
+        return None
+    return {n.strip() for n in env.replace(";", ",").split(",") if n.strip()}
+
+
+def load_plugins(
+    *,
+    enabled: Iterable[str] | None = None,
+    no_plugins: bool = False,
+    extra: Sequence[object] = (),
+) -> Plugins:
+    """Built-ins, then entry points of the group `floxy` (restricted by `enabled` or
+    `FLOXY_PLUGINS`, skipped with `no_plugins`), then `extra` objects (tests, embedding)."""
+    from floxy_core.handlers import builtin
+
+    plugins = Plugins()
+    plugins.add(builtin, "floxy-builtin", version=_version(), builtin=True)
+    wanted = set(enabled) if enabled is not None else _wanted(os.environ.get("FLOXY_PLUGINS"))
+    if not no_plugins:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if wanted is not None and ep.name not in wanted:
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise FloxyError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+            version = ep.dist.version if ep.dist is not None else ""
+            plugins.add(plugin, ep.name, version=version)
+        if wanted:
+            missing = wanted - {s[1] for s in plugins._staged}
+            if missing:
+                raise FloxyError(
+                    "FLOXY_PLUGINS names plugins that are not installed: "
+                    + ", ".join(sorted(missing))
+                )
+    for index, plugin in enumerate(extra):
+        plugins.add(plugin, getattr(plugin, "__name__", f"extra-{index}"))
+    return plugins.finish()
+
+
+def _version() -> str:
+    from floxy_core import __version__
+
+    return __version__
