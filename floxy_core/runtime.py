@@ -177,7 +177,12 @@ class Runtime:
         try:
             return Outcome(output=handler(ctx, work.input))
         except HandlerError as exc:
-            return Outcome(error=str(exc), retryable=exc.retryable)
+            after = getattr(exc, "retry_after_s", None)
+            return Outcome(
+                error=str(exc),
+                retryable=exc.retryable,
+                retry_after_ms=None if after is None else round(after * 1000),
+            )
         except Exception as exc:  # a plugin's bug must not kill the worker
             log.exception("handler %r raised", work.handler)
             return Outcome(error=f"handler {work.handler!r} crashed: {type(exc).__name__}: {exc}")

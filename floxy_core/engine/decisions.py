@@ -74,6 +74,8 @@ class Outcome:
     output: JSON = None
     error: str | None = None
     retryable: bool = True
+    retry_after_ms: int | None = None
+    """The callee asked to wait this long (HTTP Retry-After); honoured within the step's cap."""
 
     @property
     def ok(self) -> bool:
@@ -249,7 +251,13 @@ class Engine:
             self._complete(tx, row, outcome.output)
         else:
             assert outcome.error is not None
-            self._fail(tx, row, outcome.error, retryable=outcome.retryable)
+            self._fail(
+                tx,
+                row,
+                outcome.error,
+                retryable=outcome.retryable,
+                retry_after_ms=outcome.retry_after_ms,
+            )
         return True
 
     def _complete(self, tx: Transition, row: StepRecord, output: JSON, branch: bool = True) -> None:
@@ -296,7 +304,15 @@ class Engine:
         tx.event("workflow_completed", workflow_id=tx.instance.workflow_id)
         tx.hook("workflow_completed", output=tx.instance.output)
 
-    def _fail(self, tx: Transition, row: StepRecord, error: str, *, retryable: bool) -> None:
+    def _fail(
+        self,
+        tx: Transition,
+        row: StepRecord,
+        error: str,
+        *,
+        retryable: bool,
+        retry_after_ms: int | None = None,
+    ) -> None:
         """A failed attempt: retry it, or fail the step for good."""
         definition = tx.defn(row.step_name)
         may_retry = (
@@ -310,7 +326,12 @@ class Engine:
             tx.update_step(row, StepStatus.FAILED, retry_count=count, error=error)
             tx.event("step_retry", row.step_name, retry_count=count, error=error)
             tx.hook("step_retried", step_name=row.step_name, retry_count=count, error=error)
-            tx.enqueue(row.step_name, backoff_ms(definition, count, tx.rng), RETRY_PRIORITY)
+            delay = backoff_ms(definition, count, tx.rng)
+            if retry_after_ms is not None:
+                delay = max(delay, retry_after_ms)
+                if definition.retry_max_delay_ms is not None:
+                    delay = min(delay, definition.retry_max_delay_ms)
+            tx.enqueue(row.step_name, delay, RETRY_PRIORITY)
             return
         tx.update_step(
             row,

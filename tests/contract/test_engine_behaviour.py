@@ -444,3 +444,24 @@ def test_hooks_fire_after_commit_and_their_errors_do_not_stop_the_engine(harness
     assert h.status(iid) is I.COMPLETED
     assert seen[0] == "workflow_started" and seen[-1] == "workflow_completed"
     assert h.runtime.hook_errors == len(seen)
+
+
+def test_retry_after_is_honoured_within_the_retry_cap(harness: Any) -> None:
+    from floxy_core.handlers.http import HttpStatusError
+
+    h = harness(["a", "b"])
+
+    def limited(ctx: Any, data: Any) -> Any:
+        if ctx.retry_count == 0:
+            raise HttpStatusError("HTTP 429", status=429, retry_after_s=2.0)
+        return {}
+
+    h.handlers.add("a", limited)
+    h.handlers.add("b", limited)
+    h.run(Builder("ra").step("a", options=Options(retry_delay_ms=100)).build())
+    first, second = h.handlers.calls
+    assert second.at - first.at == pytest.approx(2.0, abs=1e-3)
+    capped = Options(retry_delay_ms=100, retry_max_delay_ms=500)
+    h.run(Builder("rb").step("b", options=capped).build())
+    first, second = h.handlers.calls[2:]
+    assert second.at - first.at == pytest.approx(0.5, abs=1e-3)
