@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in bash jq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in bash jq openssl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+command -v dot >/dev/null || missing+=(graphviz)
 # PostgreSQL server + pg_partman for the throwaway test cluster (unless FLOXY_TEST_DSN is set).
 if [ -z "${FLOXY_TEST_DSN:-}" ]; then
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql-15)

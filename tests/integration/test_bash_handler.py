@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -15,10 +14,6 @@ import pytest
 from floxy_core.errors import HandlerError, HandlerTimeout
 from floxy_core.handlers.bash import BashHandler, is_inline_script
 from floxy_core.ports import Handler, StepContext
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("bash") is None or shutil.which("jq") is None, reason="needs bash and jq"
-)
 
 SCRIPTS = Path(__file__).parent / "scripts"
 

@@ -495,8 +495,7 @@ def _openssl(*args: str | Path, cwd: Path) -> None:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     """A private CA, a server cert for 127.0.0.1 and a client cert, all signed by it."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl CLI")
+    assert shutil.which("openssl"), "the openssl CLI is needed (scripts/test.sh installs it)"
     d = tmp_path_factory.mktemp("tls")
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     _openssl(

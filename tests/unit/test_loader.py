@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from textwrap import dedent
 from typing import Any
@@ -256,18 +255,6 @@ def test_unreadable_files(tmp_path: Path) -> None:
     [err] = info.value.errors
     assert at(err) == (str(latin1), 2, 14, "")
     assert err.message.startswith("not valid UTF-8 (byte 0xe9")
-
-
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads anything")
-def test_unreadable_file_permission_denied(tmp_path: Path) -> None:
-    locked = tmp_path / "locked.yaml"
-    locked.write_text(VALID)
-    locked.chmod(0)
-    with pytest.raises(ValidationError) as info:
-        load_file(locked)
-    assert [(e.line, e.column, e.message) for e in info.value.errors] == [
-        (1, 1, "permission denied")
-    ]
 
 
 def test_unreadable_file_permission_denied_even_as_root(
