@@ -328,7 +328,7 @@ class _Session:
             if answer is None:
                 continue
             with contextlib.suppress(ConflictError):
-                runtime.decide(instance_id, row.step_name, answer, user, "floxyctl run")
+                runtime.decide(instance_id, row.step_name, answer, user)
             return None
         busy = any(s.status in (StepStatus.RUNNING, StepStatus.PENDING) for s in steps)
         if busy:

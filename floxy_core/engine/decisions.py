@@ -260,11 +260,18 @@ class Engine:
             )
         return True
 
-    def _complete(self, tx: Transition, row: StepRecord, output: JSON, branch: bool = True) -> None:
+    def _complete(
+        self,
+        tx: Transition,
+        row: StepRecord,
+        output: JSON,
+        branch: bool = True,
+        **details: JSON,
+    ) -> None:
         """Success: record it, start successors, feed joins, finish the instance if done."""
         definition = tx.defn(row.step_name)
         tx.update_step(row, StepStatus.COMPLETED, output=output, error=None, completed_at=tx.now)
-        tx.event("step_completed", row.step_name, step_type=row.step_type.value)
+        tx.event("step_completed", row.step_name, step_type=row.step_type.value, **details)
         tx.hook("step_completed", step_name=row.step_name, output=output)
         if definition.type in (StepType.FORK, StepType.PARALLEL):
             tx.event("fork_started", row.step_name, parallel_steps=list(definition.parallel))
@@ -487,7 +494,7 @@ class Engine:
         tx.hook("human_decided", step_name=row.step_name, decision=decision, decided_by=decided_by)
         if decision == "confirmed":
             tx.update_step(row, StepStatus.CONFIRMED)
-            self._complete(tx, row, row.input)
+            self._complete(tx, row, row.input, decision=decision, decided_by=decided_by)
             return row
         tx.update_step(row, StepStatus.REJECTED, completed_at=tx.now)
         tx.event(
