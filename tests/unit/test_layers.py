@@ -1,0 +1,64 @@
+"""The core decides, the shell acts: the engine and model never import I/O libraries."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2] / "floxy_core"
+PURE = [
+    ROOT / "engine",
+    ROOT / "model.py",
+    ROOT / "status.py",
+    ROOT / "builder.py",
+    ROOT / "conditions.py",
+    ROOT / "errors.py",
+    ROOT / "durations.py",
+]
+FORBIDDEN = {
+    "psycopg",
+    "psycopg_pool",
+    "httpx",
+    "typer",
+    "rich",
+    "subprocess",
+    "socket",
+    "floxyctl",
+    "floxyd",
+    "floxy_core.storage",
+    "floxy_core.handlers",
+    "floxy_core.runtime",
+}
+
+
+def _files() -> list[Path]:
+    found: list[Path] = []
+    for path in PURE:
+        found.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
+    return found
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_pure_modules_import_no_io(path: Path) -> None:
+    bad = {
+        name
+        for name in _imports(path)
+        if any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
+    }
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_the_check_sees_imports() -> None:
+    assert "floxy_core.engine.state" in _imports(ROOT / "engine" / "decisions.py")
