@@ -10,6 +10,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from floxy_core.errors import SpecError
 from floxy_core.status import InstanceStatus, StepStatus
 
 JSON = Any
@@ -174,8 +175,15 @@ class WorkflowDefinition:
 
     @property
     def content_hash(self) -> str:
-        """Stable digest of the graph: the immutability rule compares definitions by it."""
-        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        """Stable digest of the graph: the immutability rule compares definitions by it.
+
+        The `exec` that the YAML compiler copies into step metadata is left out: where a handler
+        lives (script path, URL) may differ between the daemons that share a flow.
+        """
+        data = self.to_json()
+        for step in data["steps"].values():
+            step["metadata"].pop("exec", None)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -208,6 +216,8 @@ class WorkflowFile:
     handlers: Mapping[str, HandlerSpec]
     flows: tuple[WorkflowDefinition, ...]
     tls: TLSConfig | None = None
+    warnings: tuple[SpecError, ...] = ()
+    """Problems that do not stop loading (e.g. handlers another worker must provide)."""
 
     def flow(self, name: str | None) -> WorkflowDefinition:
         """The flow called `name`, or the only flow when `name` is None."""

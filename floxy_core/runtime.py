@@ -73,6 +73,12 @@ class Runtime:
         self.generation = 0
         """Bumped after every committed change; front ends wait on `changed` for it to move."""
         self._stop = threading.Event()
+        self._draining = threading.Event()
+        self._inflight = 0
+        self._idle = threading.Condition()
+        self._store_down_since: float | None = None
+        self.on_store_error: Callable[[Exception], None] | None = None
+        """Called for every failed store call of a worker (metrics); the worker keeps going."""
         self._threads: list[threading.Thread] = []
         self._running: dict[int, _Running] = {}
         self._running_lock = threading.Lock()
@@ -130,7 +136,19 @@ class Runtime:
     # -- workers ----------------------------------------------------------------------------
 
     def run_once(self, worker: str) -> bool:
-        """Claim and process one queue item. False when nothing was due."""
+        """Claim and process one queue item. False when nothing was due or while draining."""
+        with self._idle:
+            if self._draining.is_set():
+                return False
+            self._inflight += 1
+        try:
+            return self._claim_and_run(worker)
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
+
+    def _claim_and_run(self, worker: str) -> bool:
         names = set(self.handlers) if self.distributed else None
 
         def decide(tx: Transition, item: QueueItem) -> tuple[Work | None, int]:
@@ -199,11 +217,45 @@ class Runtime:
         watcher.start()
         self._threads.append(watcher)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def drain(self, timeout: float) -> bool:
+        """Stop claiming; True when every claimed step finished within `timeout` seconds."""
+        self._draining.set()
+        self.store.wake()
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._inflight > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.2))
+        return True
+
+    def stop(self, grace: float = 0.0, timeout: float = 5.0) -> None:
+        """Stop claiming, give running steps `grace` seconds, then hand the rest back.
+
+        Unfinished claims are released first (another worker may take them at once, and the
+        late result of an interrupted handler is then ignored as stale), then interrupted.
+        """
+        if not self.drain(grace):
+            with self._running_lock:
+                running = list(self._running.values())
+            if running:
+                log.info(
+                    "grace period over: releasing %s for another worker",
+                    ", ".join(
+                        f"{r.work.step_name} (instance {r.work.instance_id})" for r in running
+                    ),
+                )
+            for entry in running:
+                work = entry.work
+                try:
+                    self.store.release_claim(work.instance_id, work.item_id, work.worker)
+                except Exception as exc:
+                    log.warning(
+                        "could not release %s (its lease will expire): %s", work.step_name, exc
+                    )
+                entry.interrupt.set()
         self._stop.set()
-        with self._running_lock:
-            for running in self._running.values():
-                running.interrupt.set()
         self.store.wake()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
@@ -214,11 +266,26 @@ class Runtime:
         while not self._stop.is_set():
             try:
                 busy = self.run_once(name)
-            except Exception:
-                log.exception("worker %s failed; continuing", name)
-                busy = False
-            if not busy and not self._stop.is_set():
-                self.store.wait_for_work(self._idle_wait())
+                if not busy and not self._stop.is_set():
+                    self.store.wait_for_work(self._idle_wait())
+                self._store_recovered()
+            except Exception as exc:
+                self._store_failed(name, exc)
+                self._stop.wait(self.poll_interval)
+
+    def _store_failed(self, worker: str, exc: Exception) -> None:
+        if self.on_store_error is not None:
+            self.on_store_error(exc)
+        now = time.monotonic()
+        first = self._store_down_since is None
+        if first:
+            self._store_down_since = now
+            log.error("worker %s: %s; workers keep retrying", worker, exc, exc_info=exc)
+
+    def _store_recovered(self) -> None:
+        if self._store_down_since is not None:
+            self._store_down_since = None
+            log.warning("store reachable again; workers resumed")
 
     def _idle_wait(self) -> float:
         due = self.store.next_due()
@@ -264,12 +331,12 @@ class Runtime:
     # -- hooks ------------------------------------------------------------------------------
 
     def _fire(self, instance_id: int, hooks: list[HookCall]) -> None:
-        if hooks and self.hooks:
-            instance = self.store.get_instance(instance_id)
+        if self.hooks:
             for call in hooks:
+                assert call.instance is not None
                 for hook in self.hooks:
                     try:
-                        hook(call.name, instance, call.kwargs)
+                        hook(call.name, call.instance, call.kwargs)
                     except Exception:
                         self.hook_errors += 1
                         log.exception("lifecycle hook failed on %s", call.name)

@@ -91,6 +91,7 @@ def run(
         fail(f"--workers must be at least 1, got {workers}")
     decisions = _parse_decisions(decide or [])
     workflow, handler_specs = _load(file, flow)
+    _check_decisions(decisions, workflow)
     data = _read_input(input_file)
     session = _Session(
         workflow=workflow,
@@ -116,6 +117,20 @@ def _parse_decisions(items: list[str]) -> dict[str, str]:
             fail(f"--decide expects STEP=confirm or STEP=reject, got {item!r}")
         decisions[step.strip()] = "confirmed" if answer == "confirm" else "rejected"
     return decisions
+
+
+def _check_decisions(decisions: dict[str, str], workflow: Any) -> None:
+    """A --decide for a step that is not a human step of the flow is a typo: say so."""
+    from floxy_core.model import StepType
+
+    humans = sorted(n for n, s in workflow.steps.items() if s.type is StepType.HUMAN)
+    unknown = sorted(set(decisions) - set(humans))
+    if unknown:
+        known = ", ".join(humans) if humans else "none"
+        fail(
+            f"--decide names {', '.join(unknown)}, not a human step of {workflow.id} "
+            f"(human steps: {known})"
+        )
 
 
 def _load(file: Path, flow: str | None) -> tuple[Any, Any]:
@@ -224,7 +239,7 @@ class _Session:
             runtime.start()
             note, code = self._follow(runtime, instance_id, started)
         finally:
-            runtime.stop(timeout=5.0)
+            runtime.stop(grace=0.0)
             close_handlers(handlers)
             signal.signal(signal.SIGINT, previous)
         self._report(runtime, instance_id, time.monotonic() - started, note)

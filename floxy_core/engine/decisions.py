@@ -530,7 +530,10 @@ class Engine:
         self._stop_active(tx, f"Stopped due to workflow {kind}", reason="workflow_stopped")
         if kind == "abort":
             for row in list(tx.rows(StepStatus.COMPENSATION)):
-                tx.update_step(row, StepStatus.FAILED, error=row.error or "compensation aborted")
+                # not compensated after all: a completed step keeps its effects, a failed one
+                # keeps its error
+                restored = StepStatus.FAILED if row.error else StepStatus.COMPLETED
+                tx.update_step(row, restored)
             for item in list(tx.state.queue):
                 tx.remove_queue(item)
             error = f"Aborted by {requested_by}: {reason}"

@@ -8,10 +8,11 @@ so the same decisions drive the in-memory and the PostgreSQL store.
 
 from __future__ import annotations
 
+import copy
 import random
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from floxy_core.model import (
@@ -56,6 +57,8 @@ class HookCall:
 
     name: str
     kwargs: Mapping[str, Any]
+    instance: Instance | None = None
+    """The instance as committed; filled in by `Transition.committed_hooks`."""
 
 
 class IllegalTransition(AssertionError):
@@ -239,3 +242,10 @@ class Transition:
 
     def hook(self, name: str, **kwargs: Any) -> None:
         self.hooks.append(HookCall(name, kwargs))
+
+    def committed_hooks(self) -> list[HookCall]:
+        """The hooks with a snapshot of the committed instance, so firing them needs no read."""
+        if not self.hooks:
+            return []
+        snapshot = copy.copy(self.state.instance)
+        return [replace(h, instance=snapshot) for h in self.hooks]

@@ -116,8 +116,7 @@ def _compact(value: JSON) -> str:
 
 
 def _field_value(value: JSON) -> str:
-    if value is None:
-        return ""
+    """Strings as they are, everything else (null included) as compact JSON."""
     if isinstance(value, str):
         return value
     return _compact(value)

@@ -49,6 +49,7 @@ def compile_document(document: Document) -> WorkflowFile:
         handlers=MappingProxyType(handlers),
         flows=tuple(flows),
         tls=_tls(data.get("tls")),
+        warnings=tuple(document.warnings),
     )
 
 

@@ -118,7 +118,7 @@ class MemoryStore:
             self._states[instance.id] = state
             self._events[instance.id] = []
             self._commit(tx)
-            return instance.id, tx.hooks
+            return instance.id, tx.committed_hooks()
 
     def transact(
         self, instance_id: int, now: float, decide: Callable[[Transition], T]
@@ -128,7 +128,7 @@ class MemoryStore:
             tx = Transition(_clone(state), now, self._rng)
             result = decide(tx)
             self._commit(tx)
-            return result, tx.hooks
+            return result, tx.committed_hooks()
 
     def claim(
         self,
@@ -163,7 +163,7 @@ class MemoryStore:
             claimed = next(q for q in tx.state.queue if q.id == item.id)
             result = decide(tx, claimed)
             self._commit(tx)
-            return True, result, tx.hooks
+            return True, result, tx.committed_hooks()
 
     def _state(self, instance_id: int) -> InstanceState:
         state = self._states.get(instance_id)
@@ -227,6 +227,17 @@ class MemoryStore:
             for item in state.queue if state else []:
                 if item.id == item_id and item.attempted_by == worker:
                     item.lease_until = until
+                    return True
+            return False
+
+    def release_claim(self, instance_id: int, item_id: int, worker: str) -> bool:
+        """Give a claimed item back to the queue at once (graceful shutdown)."""
+        with self._lock:
+            state = self._states.get(instance_id)
+            for item in state.queue if state else []:
+                if item.id == item_id and item.attempted_by == worker:
+                    item.attempted_at = item.attempted_by = item.lease_until = None
+                    self._work_ready.notify_all()
                     return True
             return False
 

@@ -161,6 +161,10 @@ SELECT 1 FROM workflows.workflow_queue WHERE id = %(id)s;
 UPDATE workflows.workflow_queue SET lease_until = %(until)s
 WHERE id = %(id)s AND attempted_by = %(worker)s;
 
+-- name: release_claim
+UPDATE workflows.workflow_queue SET attempted_at = NULL, attempted_by = NULL, lease_until = NULL
+WHERE id = %(id)s AND attempted_by = %(worker)s;
+
 -- name: next_due
 SELECT min(scheduled_at) FROM workflows.workflow_queue WHERE attempted_at IS NULL;
 

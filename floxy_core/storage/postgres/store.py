@@ -202,7 +202,7 @@ class PostgresStore:
                 tx = Transition(state, now, self._rng)
                 decide(tx)
                 self._persist(conn, tx, _Keys(instance_created=row[1]))
-                return instance.id, tx.hooks
+                return instance.id, tx.committed_hooks()
 
         return self._retrying(run)
 
@@ -217,7 +217,7 @@ class PostgresStore:
                 tx = Transition(state, now, self._rng)
                 result = decide(tx)
                 self._persist(conn, tx, keys)
-                return result, tx.hooks
+                return result, tx.committed_hooks()
 
         return self._retrying(run)
 
@@ -243,7 +243,7 @@ class PostgresStore:
                 item = next(i for i in state.queue if i.id == item_id)
                 result = decide(tx, item)
                 self._persist(conn, tx, keys)
-                return True, result, tx.hooks
+                return True, result, tx.committed_hooks()
 
         for _ in range(8):
             outcome = self._retrying(run)
@@ -541,6 +541,13 @@ class PostgresStore:
         with self._conn() as conn:
             row = conn.execute(q("next_due")).fetchone()
         return _epoch(row[0]) if row else None
+
+    def release_claim(self, instance_id: int, item_id: int, worker: str) -> bool:
+        """Give a claimed item back to the queue at once (graceful shutdown)."""
+        with self._conn() as conn:
+            cur = conn.execute(q("release_claim"), {"id": item_id, "worker": worker})
+            conn.execute(f"NOTIFY {CHANNEL}")
+            return cur.rowcount > 0
 
     def attempt_current(self, instance_id: int, item_id: int) -> bool:
         with self._conn() as conn:

@@ -1,0 +1,814 @@
+"""floxy benchmarks: wall time, throughput and memory, measured here and never by timed tests.
+
+    .venv/bin/python bench/run.py                    # every benchmark, full size (a few minutes)
+    .venv/bin/python bench/run.py --quick            # smaller sizes (under 2 minutes)
+    .venv/bin/python bench/run.py --only yaml_load   # one benchmark (repeatable option)
+    .venv/bin/python bench/run.py --json out.json    # also write the results as JSON
+
+Each benchmark runs in a fresh child process (`run.py --child NAME`), so imports, caches and the
+peak RSS of one benchmark do not leak into the next. See bench/README.md for what each figure
+means and the figures measured on the reference machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+WORKLOADS = BENCH / "workloads"
+THREE_STEPS = WORKLOADS / "three_steps.yaml"
+ORDER_SAGA = ROOT / "examples" / "yaml" / "order_saga.yaml"
+MARK = "@@floxy-bench@@ "
+TERMINAL = ("completed", "failed", "cancelled", "aborted")
+
+if str(ROOT) not in sys.path:  # `tests.pgcluster` and the floxy packages from the checkout
+    sys.path.insert(0, str(ROOT))
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+class Results:
+    """Rows of (benchmark, metric, value, unit) plus free-form details for the JSON output."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.rows: list[dict[str, Any]] = []
+        self.details: dict[str, Any] = {}
+
+    def add(self, metric: str, value: float, unit: str) -> None:
+        self.rows.append({"benchmark": self.name, "metric": metric, "value": value, "unit": unit})
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "rows": self.rows, "details": self.details}
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Linear-interpolated percentile (p in 0..100), the same as numpy's default."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def peak_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def log(message: str) -> None:
+    print(f"  [{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def floxyctl_path() -> str:
+    beside = Path(sys.executable).with_name("floxyctl")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("floxyctl")
+    if found is None:
+        raise SystemExit("floxyctl not found: run with the project's venv (.venv/bin/python)")
+    return found
+
+
+def timed_runs(argv: list[str], n: int, *, env: dict[str, str] | None = None) -> list[float]:
+    """Wall seconds of `n` runs of `argv` (stdin /dev/null, output discarded), after a warm-up."""
+    times: list[float] = []
+    for i in range(n + 1):
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=ROOT,
+            check=False,
+        )
+        elapsed = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(argv)} exited {done.returncode}: {done.stderr.decode()[-2000:]}"
+            )
+        if i > 0:  # the first run warms the page cache and .pyc files
+            times.append(elapsed)
+    return times
+
+
+def importtime(argv: list[str]) -> list[tuple[int, str, int]]:
+    """Run `python -X importtime ...`; (depth, module, cumulative µs) for every import line."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        check=True,
+        text=True,
+    )
+    rows = []
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        _, cumulative, name = line[len("import time:") :].split("|", 2)
+        depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
+        rows.append((depth, name.strip(), int(cumulative)))
+    return rows
+
+
+class Noop:
+    """A Python handler that returns its input: measures the engine, not the handler."""
+
+    def __init__(self, name: str, counter: Callable[[], int]) -> None:
+        self.name = name
+        self._count = counter
+
+    def __call__(self, ctx: Any, data: Any) -> Any:
+        self._count()
+        return data
+
+
+def counting() -> tuple[Callable[[], int], Callable[[], int]]:
+    """A thread-safe call counter: (increment, read)."""
+    box = itertools.count()
+    lock = threading.Lock()
+    calls = [0]
+
+    def inc() -> int:
+        with lock:
+            calls[0] += 1
+            return next(box)
+
+    return inc, lambda: calls[0]
+
+
+def linear_flow(name: str, steps: int, handler: str = "noop") -> Any:
+    from floxy_core.builder import Builder
+
+    builder = Builder(name)
+    for i in range(steps):
+        builder.step(f"s{i + 1}", handler)
+    return builder.build()
+
+
+def wait_terminal_memory(store: Any, count: int, timeout: float) -> None:
+    """Poll the in-memory store every 10 ms until `count` instances are terminal."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = sum(1 for i in store.list_instances() if i.status.terminal)
+        if done >= count:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {done}/{count} instances finished in {timeout:.0f}s")
+        time.sleep(0.01)
+
+
+# -- 1. cli_run_3step -------------------------------------------------------------------------
+
+
+def bench_cli_run_3step(quick: bool) -> Results:
+    r = Results("cli_run_3step")
+    n = 5 if quick else 20
+    ctl = floxyctl_path()
+    env = None  # the caller's environment, as a user would have it
+
+    log(f"floxyctl run -f {THREE_STEPS.relative_to(ROOT)} x{n}")
+    runs = timed_runs([ctl, "run", "-f", str(THREE_STEPS)], n, env=env)
+    r.add("run_wall_median", statistics.median(runs) * 1000, "ms")
+    r.add("run_wall_p90", percentile(runs, 90) * 1000, "ms")
+    r.add("run_wall_min", min(runs) * 1000, "ms")
+
+    log(f"floxyctl run x{max(3, n // 4)} without a bytecode cache (PYTHONDONTWRITEBYTECODE=1)")
+    no_cache = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
+    no_cache["PYTHONDONTWRITEBYTECODE"] = "1"
+    cold = timed_runs([ctl, "run", "-f", str(THREE_STEPS)], max(3, n // 4), env=no_cache)
+    r.add("run_wall_median_no_pyc", statistics.median(cold) * 1000, "ms")
+
+    log(f"floxyctl --help x{n}")
+    helps = timed_runs([ctl, "--help"], n, env=env)
+    r.add("help_wall_median", statistics.median(helps) * 1000, "ms")
+
+    log(f"python -c pass x{n} (interpreter start-up, the floor under every figure)")
+    bare = timed_runs([sys.executable, "-c", "pass"], n, env=env)
+    r.add("python_startup_median", statistics.median(bare) * 1000, "ms")
+
+    log(f"python -X importtime -c 'import floxyctl.app' x{n}")
+    app_us: list[int] = []
+    last: list[tuple[int, str, int]] = []
+    for _ in range(n + 1):
+        last = importtime(["-c", "import floxyctl.app"])
+        app_us.append(next(c for d, m, c in last if m == "floxyctl.app"))
+    r.add("import_floxyctl_app_median", statistics.median(app_us[1:]) / 1000, "ms")
+
+    # Everything `floxyctl run` imports, top-level modules only (their times include children).
+    log("python -X importtime -m floxyctl run ... x3")
+    totals: list[float] = []
+    top: list[tuple[int, str, int]] = []
+    for _ in range(3):
+        rows = importtime(["-m", "floxyctl", "run", "-f", str(THREE_STEPS)])
+        top = [row for row in rows if row[0] == 0]
+        totals.append(sum(c for _, _, c in top) / 1000)
+    r.add("run_import_total_median", statistics.median(totals), "ms")
+    heaviest = sorted(top, key=lambda row: -row[2])[:12]
+    r.details["run_top_level_imports_ms"] = {m: round(c / 1000, 1) for _, m, c in heaviest}
+    # importtime prints children before their parent: the depth-1 rows just before the
+    # depth-0 `floxyctl.app` row are what importing floxyctl.app itself costs.
+    children: list[tuple[int, str, int]] = []
+    for row in last:
+        if row[0] == 0:
+            if row[1] == "floxyctl.app":
+                break
+            children = []
+        elif row[0] == 1:
+            children.append(row)
+    r.details["floxyctl_app_children_ms"] = {
+        m: round(c / 1000, 1) for _, m, c in sorted(children, key=lambda row: -row[2])[:10]
+    }
+    r.details["run_wall_s"] = runs
+    return r
+
+
+# -- 2. engine_memory_throughput --------------------------------------------------------------
+
+
+def bench_engine_memory_throughput(quick: bool) -> Results:
+    import gc
+    import tracemalloc
+
+    from floxy_core.runtime import Runtime
+    from floxy_core.storage.memory import MemoryStore
+
+    r = Results("engine_memory_throughput")
+    instances = 200 if quick else 500
+    steps = 5
+    workers = 4
+    repeats = 1 if quick else 3
+    flow = linear_flow("bench_mem", steps)
+
+    def one_run(n: int) -> tuple[float, float, int]:
+        inc, read = counting()
+        store = MemoryStore(seed=1)
+        runtime = Runtime(store, {"noop": Noop("noop", inc)}, workers=workers)
+        runtime.register(flow)
+        t0 = time.perf_counter()
+        for i in range(n):
+            runtime.start_instance(flow.id, {"i": i})
+        t1 = time.perf_counter()
+        runtime.start()
+        try:
+            wait_terminal_memory(store, n, timeout=120)
+        finally:
+            t2 = time.perf_counter()
+            runtime.stop()
+        bad = [i for i in store.list_instances() if i.status.value != "completed"]
+        if bad:
+            raise RuntimeError(f"{len(bad)} instances did not complete: {bad[0]}")
+        return t1 - t0, t2 - t1, read()
+
+    one_run(20)  # warm-up: imports, first-call paths
+    rates, creates = [], []
+    for k in range(repeats):
+        create_s, run_s, calls = one_run(instances)
+        rates.append(calls / run_s)
+        creates.append(instances / create_s)
+        log(f"run {k + 1}/{repeats}: {calls} steps in {run_s:.2f}s = {calls / run_s:.0f} steps/s")
+    r.add("steps_per_s", statistics.median(rates), "steps/s")
+    r.add("instances_started_per_s", statistics.median(creates), "inst/s")
+    r.details["steps_per_s_runs"] = rates
+
+    # Memory: a separate run under tracemalloc (which slows Python down, so it is not timed).
+    gc.collect()
+    inc, _ = counting()
+    store = MemoryStore(seed=1)
+    runtime = Runtime(store, {"noop": Noop("noop", inc)}, workers=workers)
+    runtime.register(flow)
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    for i in range(instances):
+        runtime.start_instance(flow.id, {"i": i})
+    gc.collect()
+    queued, _ = tracemalloc.get_traced_memory()
+    runtime.start()
+    try:
+        wait_terminal_memory(store, instances, timeout=300)
+    finally:
+        runtime.stop()
+    gc.collect()
+    done, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    r.add("bytes_per_queued_instance", (queued - base) / instances, "B")
+    r.add("bytes_per_completed_instance", (done - base) / instances, "B")
+    r.add("peak_traced_per_instance", (peak - base) / instances, "B")
+    r.add("peak_rss", peak_rss_mib(), "MiB")
+    r.details["instances"] = instances
+    r.details["steps_per_instance"] = steps
+    return r
+
+
+# -- 3. engine_bash_throughput ----------------------------------------------------------------
+
+
+def bench_engine_bash_throughput(quick: bool) -> Results:
+    from floxy_core.handlers.registry import build_handlers
+    from floxy_core.runtime import Runtime
+    from floxy_core.spec import load_workflow_file
+    from floxy_core.storage.memory import MemoryStore
+
+    r = Results("engine_bash_throughput")
+    instances = 100 if quick else 300
+    workers = 4
+    repeats = 1 if quick else 3
+    file = load_workflow_file(THREE_STEPS)
+    flow = file.flow(None)
+    handlers = build_handlers(file)
+    steps = len([s for s in flow.steps.values() if s.handler])
+
+    def one_run(n: int) -> float:
+        store = MemoryStore(seed=1)
+        runtime = Runtime(store, handlers, workers=workers)
+        runtime.register(flow)
+        for _ in range(n):
+            runtime.start_instance(flow.id, {})
+        t0 = time.perf_counter()
+        runtime.start()
+        try:
+            wait_terminal_memory(store, n, timeout=300)
+        finally:
+            elapsed = time.perf_counter() - t0
+            runtime.stop()
+        bad = [i for i in store.list_instances() if i.status.value != "completed"]
+        if bad:
+            raise RuntimeError(f"{len(bad)} instances did not complete: {bad[0]}")
+        return elapsed
+
+    one_run(4)
+    rates = []
+    for k in range(repeats):
+        elapsed = one_run(instances)
+        rates.append(instances * steps / elapsed)
+        log(f"run {k + 1}/{repeats}: {instances * steps} bash steps in {elapsed:.2f}s")
+    r.add("steps_per_s", statistics.median(rates), "steps/s")
+    r.add("ms_per_step_per_worker", workers * 1000 / statistics.median(rates), "ms")
+    r.add("peak_rss", peak_rss_mib(), "MiB")
+    r.details["steps_per_s_runs"] = rates
+    r.details["instances"] = instances
+    return r
+
+
+# -- 4. postgres_throughput -------------------------------------------------------------------
+
+
+_WORKER_SUFFIXES = tuple(f"-w{i}" for i in range(1, 100))
+
+
+def thread_kind() -> str:
+    """Which runtime thread is running: worker, watcher, listener or main (the benchmark)."""
+    name = threading.current_thread().name
+    if name.endswith(_WORKER_SUFFIXES):
+        return "worker"
+    if name == "floxy-watcher":
+        return "watcher"
+    if name == "floxy-listen":
+        return "listener"
+    return "main"
+
+
+class RoundTrips:
+    """Counts client→server round trips of psycopg (statements and BEGIN/COMMIT) per thread kind.
+
+    Patches `Cursor.execute` (every `conn.execute`/`cur.execute` goes through it; its wall time
+    is kept per query name) and `BaseConnection._exec_command` (BEGIN, COMMIT, ROLLBACK sent
+    by psycopg itself; counted only, their time lands in the `transaction()` block).
+    """
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.seconds: Counter[tuple[str, str]] = Counter()
+        self.enabled = False
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        import psycopg
+        from psycopg._connection_base import BaseConnection
+
+        from floxy_core.storage.postgres.sql import queries
+
+        by_text = {text: name for name, text in queries().items()}
+        counts, seconds, lock, owner = self.counts, self.seconds, self._lock, self
+
+        original_execute = psycopg.Cursor.execute
+        original_command = BaseConnection._exec_command
+
+        def execute(self: Any, query: Any, params: Any = None, **kw: Any) -> Any:
+            if not owner.enabled:
+                return original_execute(self, query, params, **kw)
+            label = by_text.get(query) if isinstance(query, str) else None
+            label = label or (query.split()[0] if isinstance(query, str) else "sql")
+            t0 = time.perf_counter()
+            try:
+                return original_execute(self, query, params, **kw)
+            finally:
+                elapsed = time.perf_counter() - t0
+                key = (thread_kind(), label)
+                with lock:
+                    counts[key] += 1
+                    seconds[key] += elapsed
+
+        def command(self: Any, cmd: Any, *args: Any, **kw: Any) -> Any:
+            if owner.enabled:
+                text = cmd.decode() if isinstance(cmd, bytes) else str(cmd)
+                with lock:
+                    counts[(thread_kind(), text.split()[0].upper())] += 1
+            return original_command(self, cmd, *args, **kw)
+
+        psycopg.Cursor.execute = execute  # type: ignore[method-assign]
+        BaseConnection._exec_command = command  # type: ignore[method-assign]
+
+    def per_step(self, steps: int) -> dict[str, dict[str, float]]:
+        """{"thread:query": {"per_step": n, "ms_each": t}} for the runtime's threads."""
+        out = {}
+        for key, n in self.counts.most_common():
+            if key[0] == "main":
+                continue
+            ms = self.seconds.get(key, 0.0) * 1000 / n if key in self.seconds else float("nan")
+            out[f"{key[0]}:{key[1]}"] = {"per_step": round(n / steps, 3), "ms_each": round(ms, 3)}
+        return out
+
+
+def bench_postgres_throughput(quick: bool) -> Results:
+    import psycopg
+
+    from floxy_core.runtime import Runtime
+    from floxy_core.storage.postgres import PostgresStore
+
+    r = Results("postgres_throughput")
+    instances = 100 if quick else 300
+    steps = 5
+    workers = 4
+    light = 8 if quick else 20  # instances run one at a time for the unloaded latency
+    flow = linear_flow("bench_pg", steps)
+
+    cluster = None
+    dsn = os.environ.get("FLOXY_BENCH_DSN")
+    t0 = time.perf_counter()
+    if dsn:
+        from floxy_core.storage.postgres.migrations import migrate
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            migrate(conn)
+        r.details["server"] = "FLOXY_BENCH_DSN"
+    else:
+        from tests.pgcluster import start_cluster
+
+        log("starting a throwaway PostgreSQL (tests/pgcluster.py)")
+        cluster = start_cluster()
+        dsn = cluster.create_database()
+        r.details["server"] = "throwaway cluster (fsync=off, synchronous_commit=off)"
+    log(f"database ready in {time.perf_counter() - t0:.1f}s")
+
+    trips = RoundTrips()
+    trips.install()
+    store = PostgresStore(dsn, max_size=workers + 4)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            r.details["server_version"] = conn.execute("SHOW server_version").fetchone()[0]
+        inc, read = counting()
+        runtime = Runtime(store, {"noop": Noop("noop", inc)}, workers=workers)
+        runtime.register(flow)
+
+        def finished(ids: list[int]) -> int:
+            with store.pool.connection() as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM workflows.workflow_instances "
+                    "WHERE id = ANY(%s) AND status = ANY(%s)",
+                    (ids, list(TERMINAL)),
+                ).fetchone()
+            return int(row[0])
+
+        def latencies(ids: list[int]) -> tuple[list[float], list[float]]:
+            with store.pool.connection() as conn:
+                rows = conn.execute(
+                    "SELECT extract(epoch FROM completed_at - created_at), "
+                    "       extract(epoch FROM completed_at - started_at) "
+                    "FROM workflows.workflow_steps WHERE instance_id = ANY(%s) "
+                    "AND status = 'completed'",
+                    (ids,),
+                ).fetchall()
+            return [float(a) for a, _ in rows], [float(b) for _, b in rows]
+
+        def first_step_latencies(ids: list[int]) -> list[float]:
+            """Queue→completion of each instance's first step: includes the NOTIFY wake-up."""
+            with store.pool.connection() as conn:
+                rows = conn.execute(
+                    "SELECT extract(epoch FROM completed_at - created_at) "
+                    "FROM workflows.workflow_steps WHERE instance_id = ANY(%s) "
+                    "AND step_name = 's1' AND status = 'completed'",
+                    (ids,),
+                ).fetchall()
+            return [float(a) for (a,) in rows]
+
+        # Warm-up: connections, prepared statements, the definition cache.
+        warm = [runtime.start_instance(flow.id, {"warm": i}) for i in range(8)]
+        runtime.start()
+        while finished(warm) < len(warm):
+            time.sleep(0.02)
+
+        # Unloaded latency: one instance at a time, the next started when the previous ends.
+        log(f"unloaded latency: {light} instances one at a time")
+        solo: list[int] = []
+        for i in range(light):
+            instance_id = runtime.start_instance(flow.id, {"solo": i})
+            solo.append(instance_id)
+            deadline = time.monotonic() + 30
+            seen = -1
+            while store.get_instance(instance_id).status.value not in TERMINAL:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"solo instance {instance_id} did not finish")
+                with runtime.changed:
+                    runtime.changed.wait_for(lambda s=seen: runtime.generation != s, 0.05)
+                    seen = runtime.generation
+        queue_to_done, _ = latencies(solo)
+        first = first_step_latencies(solo)
+        r.add("unloaded_step_latency_p50", percentile(queue_to_done, 50) * 1000, "ms")
+        r.add("unloaded_step_latency_p99", percentile(queue_to_done, 99) * 1000, "ms")
+        r.add("unloaded_first_step_p50", percentile(first, 50) * 1000, "ms")
+        runtime.stop()
+
+        # Throughput: a backlog of `instances` created first, then drained by the workers.
+        log(f"throughput: creating {instances} instances x {steps} steps")
+        c0 = time.perf_counter()
+        ids = [runtime.start_instance(flow.id, {"i": i}) for i in range(instances)]
+        create_s = time.perf_counter() - c0
+        before = read()
+        trips.enabled = True
+        t1 = time.perf_counter()
+        runtime.start()
+        while finished(ids) < len(ids):
+            if time.perf_counter() - t1 > 300:
+                raise RuntimeError("postgres backlog did not drain in 300 s")
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t1
+        trips.enabled = False
+        runtime.stop()
+        calls = read() - before
+        log(f"{calls} steps in {elapsed:.2f}s = {calls / elapsed:.0f} steps/s")
+        with store.pool.connection() as conn:
+            statuses = dict(
+                conn.execute(
+                    "SELECT status, count(*) FROM workflows.workflow_instances "
+                    "WHERE id = ANY(%s) GROUP BY status",
+                    (ids,),
+                ).fetchall()
+            )
+        if statuses != {"completed": instances}:
+            raise RuntimeError(f"not every instance completed: {statuses}")
+        queue_to_done, claim_to_done = latencies(ids)
+        r.add("steps_per_s", calls / elapsed, "steps/s")
+        r.add("instances_started_per_s", instances / create_s, "inst/s")
+        r.add("backlog_step_latency_p50", percentile(queue_to_done, 50) * 1000, "ms")
+        r.add("backlog_step_latency_p99", percentile(queue_to_done, 99) * 1000, "ms")
+        r.add("claim_to_done_p50", percentile(claim_to_done, 50) * 1000, "ms")
+        r.add("claim_to_done_p99", percentile(claim_to_done, 99) * 1000, "ms")
+        engine = {k: v for k, v in trips.counts.items() if k[0] != "main"}
+        r.add("round_trips_per_step", sum(engine.values()) / calls, "trips")
+        r.add(
+            "worker_round_trips_per_step",
+            sum(v for k, v in engine.items() if k[0] == "worker") / calls,
+            "trips",
+        )
+        load = trips.seconds.get(("worker", "load_state"), 0.0)
+        loads = trips.counts.get(("worker", "load_state"), 0)
+        if loads:
+            r.add("load_state_ms_each", load * 1000 / loads, "ms")
+        r.details["round_trips_per_step_by_query"] = trips.per_step(calls)
+        with store.pool.connection() as conn:
+            r.details["partitions_per_partitioned_table"] = conn.execute(
+                "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+                "WHERE p.relname = 'workflow_steps'"
+            ).fetchone()[0]
+        r.add("peak_rss", peak_rss_mib(), "MiB")
+        r.details["instances"] = instances
+        r.details["steps_per_instance"] = steps
+    finally:
+        store.close()
+        if cluster is not None:
+            cluster.stop()
+    return r
+
+
+# -- 5. yaml_load -----------------------------------------------------------------------------
+
+
+def generated_yaml(steps: int) -> str:
+    """A flow of `steps` linear steps sharing 10 bash handlers, with a compensation every 10."""
+    lines = [
+        f"# generated by bench/run.py: {steps} linear steps",
+        "handlers:",
+    ]
+    for h in range(10):
+        lines += [f"  - name: h{h}", "    exec: echo '{}'"]
+    lines += ["  - name: undo", "    exec: echo '{}'", "flows:", "  - name: big", "    steps:"]
+    for i in range(steps):
+        lines += [f"      - name: step_{i:04d}", f"        handler: h{i % 10}"]
+        if i % 10 == 0:
+            lines.append("        on_failure: undo")
+        if i % 7 == 0:
+            lines += ["        max_retries: 2", "        retry_delay: 10ms"]
+    return "\n".join(lines) + "\n"
+
+
+def bench_yaml_load(quick: bool) -> Results:
+    r = Results("yaml_load")
+    t0 = time.perf_counter()
+    from floxy_core.spec import load_workflow_file
+
+    import_s = time.perf_counter() - t0
+    n_small = 20 if quick else 100
+    n_big = 3 if quick else 10
+
+    t0 = time.perf_counter()
+    load_workflow_file(ORDER_SAGA)
+    cold = time.perf_counter() - t0
+    warm = []
+    for _ in range(n_small):
+        t0 = time.perf_counter()
+        load_workflow_file(ORDER_SAGA)
+        warm.append(time.perf_counter() - t0)
+    r.add("order_saga_cold", cold * 1000, "ms")
+    r.add("order_saga_warm_median", statistics.median(warm) * 1000, "ms")
+    r.add("import_floxy_core_spec", import_s * 1000, "ms")
+
+    with tempfile.TemporaryDirectory(prefix="floxy-bench-") as tmp:
+        big = Path(tmp) / "steps_500.yaml"
+        big.write_text(generated_yaml(500), encoding="utf-8")
+        times = []
+        for _ in range(n_big):
+            t0 = time.perf_counter()
+            loaded = load_workflow_file(big)
+            times.append(time.perf_counter() - t0)
+        count = len(loaded.flow(None).steps)
+    r.add("steps_500_median", statistics.median(times) * 1000, "ms")
+    r.add("steps_500_per_step", statistics.median(times) * 1e6 / 500, "µs")
+    r.details["steps_500_compiled_step_count"] = count
+    return r
+
+
+# -- driver -----------------------------------------------------------------------------------
+
+BENCHMARKS: dict[str, Callable[[bool], Results]] = {
+    "cli_run_3step": bench_cli_run_3step,
+    "engine_memory_throughput": bench_engine_memory_throughput,
+    "engine_bash_throughput": bench_engine_bash_throughput,
+    "postgres_throughput": bench_postgres_throughput,
+    "yaml_load": bench_yaml_load,
+}
+
+
+def bytecode_cache_env() -> None:
+    """Give every child a bytecode cache, as an installed floxy has.
+
+    With PYTHONDONTWRITEBYTECODE set and an editable install, every start would compile
+    floxy's sources again (+60-100 ms per command) — not what a user sees. The cache lives in a
+    temp directory (PYTHONPYCACHEPREFIX), so the checkout stays untouched; the warm-up runs
+    fill it. `cli_run_3step` also reports the uncached figure.
+    """
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ.setdefault(
+        "PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(), "floxy-bench-pycache")
+    )
+
+
+def run_child(name: str, quick: bool, timeout: float) -> dict[str, Any]:
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", name]
+    if quick:
+        argv.append("--quick")
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        argv, stdout=subprocess.PIPE, text=True, timeout=timeout, cwd=ROOT, check=False
+    )
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(MARK):
+            result: dict[str, Any] = json.loads(line[len(MARK) :])
+            result["seconds"] = round(time.perf_counter() - t0, 1)
+            return result
+    raise RuntimeError(f"benchmark {name} failed (exit {done.returncode}); see stderr above")
+
+
+def fmt(value: float) -> str:
+    if value != value:  # NaN
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def table(rows: Iterable[dict[str, Any]]) -> str:
+    rows = list(rows)
+    head = ("benchmark", "metric", "value", "unit")
+    cells = [(r["benchmark"], r["metric"], fmt(r["value"]), r["unit"]) for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
+    out = []
+    for j, row in enumerate([head, *cells]):
+        out.append(
+            "  ".join(
+                (c.rjust(widths[i]) if i == 2 and j > 0 else c.ljust(widths[i]))
+                for i, c in enumerate(row)
+            ).rstrip()
+        )
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (< 2 min in all)")
+    parser.add_argument(
+        "--only", action="append", choices=sorted(BENCHMARKS), metavar="NAME",
+        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
+    )  # fmt: skip
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        result = BENCHMARKS[args.child](args.quick)
+        print(MARK + json.dumps(result.as_json()), flush=True)
+        return 0
+
+    names = args.only or list(BENCHMARKS)
+    no_pyc_env = os.environ.get("PYTHONDONTWRITEBYTECODE")
+    bytecode_cache_env()
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "commit": git_commit(),
+        "quick": args.quick,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+        "pycache_prefix": os.environ["PYTHONPYCACHEPREFIX"],
+        "caller_had_PYTHONDONTWRITEBYTECODE": bool(no_pyc_env),
+    }
+    print(
+        f"floxy benchmarks ({'quick' if args.quick else 'full'}) at {meta['commit']}, "
+        f"{meta['date']}, Python {meta['python']}, {meta['machine']}",
+        file=sys.stderr,
+    )
+    results, failed = [], []
+    started = time.perf_counter()
+    for name in names:
+        print(f"- {name}", file=sys.stderr, flush=True)
+        try:
+            results.append(run_child(name, args.quick, timeout=240 if args.quick else 600))
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"  FAILED: {exc}", file=sys.stderr)
+            failed.append(name)
+    meta["total_seconds"] = round(time.perf_counter() - started, 1)
+    print()
+    print(table(row for res in results for row in res["rows"]))
+    print(f"\n{len(results)} benchmark(s) in {meta['total_seconds']}s", end="")
+    print(f"; FAILED: {', '.join(failed)}" if failed else "")
+    if args.json:
+        document = {"meta": meta, "benchmarks": results, "failed": failed}
+        Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        print(f"results written to {args.json}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

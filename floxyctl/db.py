@@ -1,0 +1,301 @@
+"""Database mode of floxyctl: where the connection settings come from and opening the store.
+
+Settings come, first match wins, from `--dsn` / `FLOXY_DSN`, or from the reference flags
+`--host --port --user --database` (each falling back to floxyd's `FLOXY_DB_*` variables) with the
+password from `-W` (prompt), `PG_PASSWORD` or `FLOXY_DB_PASSWORD`. The password only ever travels
+inside the conninfo handed to libpq: it is never formatted into a string by us, and every message
+that leaves this module is scrubbed of it, because error text ends up in logs and CI output.
+
+psycopg and floxy_core.storage are imported inside functions so that `floxyctl run` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import quote, quote_plus
+
+import typer
+
+from floxyctl.app import fail
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from floxy_core.storage.postgres import PostgresStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONNECT_TIMEOUT_S = 10
+NOT_CONFIGURED = (
+    "no database configured: pass --dsn (or set FLOXY_DSN), or --host/--port/--user/--database "
+    "(or set FLOXY_DB_HOST/FLOXY_DB_PORT/FLOXY_DB_USER/FLOXY_DB_NAME)"
+)
+DB_EPILOG = (
+    "Connection: --dsn or FLOXY_DSN; else --host --port --user --database (or FLOXY_DB_HOST, "
+    "FLOXY_DB_PORT, FLOXY_DB_USER, FLOXY_DB_NAME) with -W to prompt for the password, or "
+    "PG_PASSWORD / FLOXY_DB_PASSWORD. Pending migrations are applied first. "
+    "Exit codes: 0 done · 2 bad usage or input, unknown workflow/instance/record, a request the "
+    "current state refuses, or a database that is not configured, unreachable or refuses the "
+    "login."
+)
+
+
+@dataclass(frozen=True)
+class DbSettings:
+    """A ready conninfo plus what is needed to talk about it without leaking the password."""
+
+    conninfo: str
+    password: str | None
+    where: str
+    """`host:port/dbname` for messages; never contains the password."""
+
+    def scrub(self, text: str) -> str:
+        """`text` on one line, with every spelling of the password replaced by `***`."""
+        if self.password:
+            for form in {self.password, quote(self.password, safe=""), quote_plus(self.password)}:
+                text = text.replace(form, "***")
+        return " ".join(text.split())
+
+
+def _conninfo_dict(dsn: str) -> dict[str, Any]:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return dict(conninfo_to_dict(dsn))
+    except psycopg.ProgrammingError:
+        # libpq's parse message quotes the offending token, which may be the password.
+        fail(
+            "invalid DSN in --dsn/FLOXY_DSN: use key=value pairs (host=... dbname=...) "
+            "or a postgresql://user@host:port/dbname URL"
+        )
+
+
+def _prompt_password() -> str:
+    import getpass
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", getpass.GetPassWarning)
+            return getpass.getpass("Password: ", stream=sys.stderr)
+    except EOFError:
+        fail("-W/--password: no password entered")
+
+
+def resolve(
+    *,
+    dsn: str | None,
+    host: str | None,
+    port: int | None,
+    user: str | None,
+    database: str | None,
+    prompt: bool,
+) -> DbSettings:
+    """Turn the connection options into one conninfo; exits 2 when nothing usable is set."""
+    from psycopg.conninfo import make_conninfo
+
+    password: str | None
+    if dsn:
+        parts = _conninfo_dict(dsn)
+        password = _prompt_password() if prompt else parts.get("password")
+        conninfo = make_conninfo(dsn, password=password) if prompt else dsn
+    else:
+        host = host or None
+        database = database or None
+        if not any((host, port, user, database)):
+            fail(NOT_CONFIGURED)
+        missing = [
+            flag
+            for flag, value in (
+                ("--host/FLOXY_DB_HOST", host),
+                ("--database/FLOXY_DB_NAME", database),
+            )
+            if not value
+        ]
+        if missing:
+            fail(f"incomplete database settings: missing {' and '.join(missing)}")
+        if prompt:
+            password = _prompt_password()
+        else:
+            password = os.environ.get("PG_PASSWORD") or os.environ.get("FLOXY_DB_PASSWORD") or None
+        conninfo = make_conninfo(
+            "", host=host, port=port, user=user or None, dbname=database, password=password
+        )
+    parts = _conninfo_dict(conninfo)
+    extra = {
+        key: value
+        for key, value in (
+            ("connect_timeout", CONNECT_TIMEOUT_S),
+            ("application_name", "floxyctl"),
+        )
+        if key not in parts
+    }
+    if extra:
+        conninfo = make_conninfo(conninfo, **extra)
+    where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+    return DbSettings(conninfo=conninfo, password=password or None, where=where)
+
+
+# -- the connection options, added to every database command --------------------------------
+
+_OPTIONS: list[inspect.Parameter] = [
+    inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=annotation,
+    )
+    for name, default, annotation in (
+        (
+            "db_dsn",
+            None,
+            Annotated[
+                str | None,
+                typer.Option(
+                    "--dsn",
+                    envvar="FLOXY_DSN",
+                    help="libpq DSN or postgresql:// URL (wins over the flags below).",
+                    show_default=False,
+                    show_envvar=True,
+                ),
+            ],
+        ),
+        (
+            "db_host",
+            None,
+            Annotated[
+                str | None,
+                typer.Option("--host", envvar="FLOXY_DB_HOST", help="Database host."),
+            ],
+        ),
+        (
+            "db_port",
+            None,
+            Annotated[
+                int | None,
+                typer.Option("--port", envvar="FLOXY_DB_PORT", help="Database port."),
+            ],
+        ),
+        (
+            "db_user",
+            None,
+            Annotated[
+                str | None,
+                typer.Option("--user", envvar="FLOXY_DB_USER", help="Database user."),
+            ],
+        ),
+        (
+            "db_database",
+            None,
+            Annotated[
+                str | None,
+                typer.Option("--database", envvar="FLOXY_DB_NAME", help="Database name."),
+            ],
+        ),
+        (
+            "db_password",
+            False,
+            Annotated[
+                bool,
+                typer.Option(
+                    "-W",
+                    "--password",
+                    help="Prompt for the password (else PG_PASSWORD or FLOXY_DB_PASSWORD).",
+                ),
+            ],
+        ),
+    )
+]
+
+
+def with_db(func: F) -> F:
+    """Give a command the connection options; it receives the resolved `db: DbSettings`.
+
+    Typer reads the command's signature, so the wrapper advertises the command's own
+    parameters plus the shared connection options instead of repeating them per command.
+    """
+    signature = inspect.signature(func, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "db"]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        db = resolve(
+            dsn=kwargs.pop("db_dsn"),
+            host=kwargs.pop("db_host"),
+            port=kwargs.pop("db_port"),
+            user=kwargs.pop("db_user"),
+            database=kwargs.pop("db_database"),
+            prompt=kwargs.pop("db_password"),
+        )
+        return func(db=db, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *_OPTIONS])  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+# -- connecting --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def guard(db: DbSettings, prefix: str = "") -> Iterator[None]:
+    """The command boundary: floxy and psycopg errors become one scrubbed line and exit 2."""
+    import psycopg
+
+    from floxy_core.errors import FloxyError
+
+    try:
+        yield
+    except FloxyError as exc:
+        fail(db.scrub(prefix + str(exc)))
+    except psycopg.OperationalError as exc:
+        fail(db.scrub(f"{prefix}database {db.where}: {exc}"))
+    except psycopg.Error as exc:
+        fail(db.scrub(f"{prefix}database error: {exc}"))
+
+
+def connect(db: DbSettings) -> psycopg.Connection[Any]:
+    """One autocommit connection, failing fast with a clear line when the server says no."""
+    import psycopg
+
+    try:
+        return psycopg.connect(db.conninfo, autocommit=True)
+    except psycopg.Error as exc:
+        fail(db.scrub(f"cannot connect to the database at {db.where}: {exc}"))
+
+
+def apply_migrations(db: DbSettings, conn: psycopg.Connection[Any]) -> int:
+    """Apply pending migrations; say so on stderr only when something was applied."""
+    from floxy_core.storage.postgres.migrations import migrate
+
+    with guard(db, "migrations: "):
+        applied = migrate(conn)
+    if applied:
+        print(f"[floxy] migrations: applied {len(applied)}", file=sys.stderr)
+    return len(applied)
+
+
+@contextlib.contextmanager
+def open_store(db: DbSettings) -> Iterator[PostgresStore]:
+    """Connect, migrate, and hand out a small-pool store; closes it on the way out."""
+    from floxy_core.storage.postgres import PostgresStore
+
+    # Our own checks report connection problems as one line; the pool's retry warnings would
+    # only repeat them (and Python's last-resort handler prints them unformatted).
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
+    with connect(db) as conn:
+        apply_migrations(db, conn)
+    with guard(db):
+        store = PostgresStore(db.conninfo, min_size=1, max_size=2, connect_timeout=10.0)
+    try:
+        yield store
+    finally:
+        store.close()

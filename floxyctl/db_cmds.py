@@ -1,0 +1,705 @@
+"""Database-mode commands: register, start, cancel, abort, inspect, status, dlq, decide, migrate,
+workflows. They act on a shared PostgreSQL store; floxyd (or any Runtime) runs the steps.
+
+Every command resolves its connection through `floxyctl.db`, applies pending migrations (except
+`migrate --dry-run/--status`, which must not change anything) and turns floxy and psycopg errors
+into one `floxyctl: error: ...` line with exit 2. Heavy imports stay inside the functions so that
+`floxyctl run` does not pay for them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from floxyctl import exits
+from floxyctl.app import FileOpt, OutputFormat, OutputOpt, fail, plugins
+from floxyctl.db import DB_EPILOG, DbSettings, connect, guard, open_store, with_db
+
+if TYPE_CHECKING:
+    from floxy_core.model import Instance, StepRecord
+    from floxy_core.runtime import Runtime
+    from floxy_core.storage.postgres import PostgresStore
+
+START_EPILOG = (
+    DB_EPILOG + " With --wait the exit code is run's: 0 completed · 1 failed · "
+    "3 completion timeout · 4 paused (DLQ or waiting for a human decision) · "
+    "5 cancelled or aborted."
+)
+_MAX_ID = 2**63 - 1
+
+
+def register(app: typer.Typer) -> None:
+    """Add the database commands to `app`."""
+    commands: list[tuple[str, Callable[..., None], str]] = [
+        ("register", register_cmd, DB_EPILOG),
+        ("workflows", workflows, DB_EPILOG),
+        ("start", start, START_EPILOG),
+        ("cancel", cancel, DB_EPILOG),
+        ("abort", abort, DB_EPILOG),
+        ("decide", decide, DB_EPILOG),
+        ("inspect", inspect, DB_EPILOG),
+        ("status", status, DB_EPILOG),
+        ("migrate", migrate, DB_EPILOG),
+    ]
+    for name, command, epilog in commands:
+        app.command(name, epilog=epilog)(with_db(command))
+    dlq = typer.Typer(
+        help="List dead-letter records and requeue them.",
+        no_args_is_help=True,
+        rich_markup_mode=None,
+    )
+    dlq.command("list", epilog=DB_EPILOG)(with_db(dlq_list))
+    dlq.command("requeue", epilog=DB_EPILOG)(with_db(dlq_requeue))
+    app.add_typer(dlq, name="dlq")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _user() -> str:
+    return os.environ.get("USER") or "floxyctl"
+
+
+def _parse_id(text: str, what: str = "instance ID") -> int:
+    """IDs are int64 like the reference's; anything else is a usage error, not a DB error."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        fail(f'invalid {what}: "{text}"')
+    if not 0 < value <= _MAX_ID:
+        fail(f'invalid {what}: "{text}"')
+    return value
+
+
+def _runtime(store: PostgresStore) -> Runtime:
+    """A worker-less runtime: control operations only, with plugin hooks and start vetoes."""
+    from floxy_core.runtime import Runtime
+
+    loaded = plugins()
+    return Runtime(store, {}, hooks=[loaded.runtime_hook], start_guards=[loaded.check_start])
+
+
+def _when(value: float | datetime | None) -> str:
+    if value is None:
+        return "-"
+    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value).astimezone()
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _iso(value: float | datetime | None) -> str | None:
+    from floxy_core.report import iso
+
+    if isinstance(value, datetime):
+        value = value.timestamp()
+    return iso(value)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    for line in [headers, *rows]:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+
+
+def _json(document: Any) -> None:
+    from floxyctl import render
+
+    render.print_json(document)
+
+
+def _read_json_file(path: Path) -> Any:
+    from floxyctl.run_cmd import _read_input
+
+    return _read_input(path)
+
+
+def _parse_ms(value: str, what: str) -> int:
+    from floxy_core.durations import parse_duration_ms
+    from floxy_core.errors import InputError
+
+    try:
+        return parse_duration_ms(value, what=what)
+    except InputError as exc:
+        fail(str(exc))
+
+
+def _pause_note(instance: Instance, steps: list[StepRecord], dlq: list[Any]) -> str | None:
+    """Why an instance that is not terminal will not move on by itself, if it will not."""
+    from floxy_core.status import InstanceStatus, StepStatus
+
+    if instance.status is InstanceStatus.DLQ and not any(
+        s.status is StepStatus.RUNNING for s in steps
+    ):
+        records = "; ".join(f"record {d.id} (step {d.step_name}): {d.error}" for d in dlq)
+        first = dlq[0].id if dlq else "ID"
+        return (
+            f"Paused in the DLQ: {records or 'no record'} "
+            f"(requeue with: floxyctl dlq requeue {first})"
+        )
+    waiting = [s.step_name for s in steps if s.status is StepStatus.WAITING_DECISION]
+    busy = any(s.status in (StepStatus.RUNNING, StepStatus.PENDING) for s in steps)
+    if waiting and not busy:
+        return (
+            f"Paused: waiting for a human decision on {', '.join(waiting)} "
+            f"(answer with: floxyctl decide {instance.id} --step {waiting[0]} confirm|reject)"
+        )
+    return None
+
+
+def _report(
+    store: PostgresStore,
+    instance_id: int,
+    json_output: bool,
+    elapsed: float | None,
+    note: str | None = None,
+) -> None:
+    """Print an instance like `floxyctl run` does (json: the same document, notes on stderr)."""
+    from floxy_core.report import instance_report
+    from floxyctl import render
+
+    instance = store.get_instance(instance_id)
+    steps = store.get_steps(instance_id)
+    events = store.get_events(instance_id)
+    dlq = store.get_dlq(instance_id)
+    if note is None and not instance.status.terminal:
+        note = _pause_note(instance, steps, dlq)
+    if json_output:
+        render.print_json(instance_report(instance, steps, events, dlq))
+        if note:
+            print(note, file=sys.stderr)
+        return
+    if elapsed is None:
+        end = instance.completed_at if instance.status.terminal else None
+        elapsed = max(0.0, (end or time.time()) - instance.created_at)
+    render.summary(instance, steps, events, elapsed_s=elapsed, note=note)
+
+
+# -- register / workflows ----------------------------------------------------------------------
+
+
+def register_cmd(file: FileOpt, output: OutputOpt = OutputFormat.text, *, db: DbSettings) -> None:
+    """Register every flow of a YAML file in the database (floxyd then runs its instances).
+
+    Example: floxyctl register -f order.yaml --dsn postgresql://floxy@db/floxy
+
+    Handlers need not be declared in the file (another worker may provide them): unknown ones
+    are warnings. Identical content under an existing version is left unchanged; changed content
+    needs a new `version`.
+    """
+    from floxy_core.errors import FloxyError, ValidationError
+    from floxy_core.spec.compiler import compile_document
+    from floxy_core.spec.loader import load_file
+
+    try:
+        document = load_file(file, require_handlers=False)
+        for warning in document.warnings:
+            print(f"floxyctl: warning: {warning}", file=sys.stderr)
+        loaded = compile_document(document)
+    except ValidationError as exc:
+        for error in exc.errors:
+            print(str(error), file=sys.stderr)
+        count = len(exc.errors)
+        fail(f"{file}: {count} error{'s' if count != 1 else ''}; nothing was registered")
+    except FloxyError as exc:
+        fail(str(exc))
+    results: list[dict[str, Any]] = []
+    with open_store(db) as store, guard(db, "failed to register workflow: "):
+        for flow in loaded.flows:
+            inserted = store.save_definition(flow)
+            result = "registered" if inserted else "unchanged"
+            results.append(
+                {"id": flow.id, "name": flow.name, "version": flow.version, "result": result}
+            )
+            if output is OutputFormat.text:
+                print(f"{result} {flow.id}", flush=True)
+    if output is OutputFormat.json:
+        _json({"workflows": results})
+
+
+def workflows(output: OutputOpt = OutputFormat.text, *, db: DbSettings) -> None:
+    """List the registered workflow definitions, newest version of each name first.
+
+    Example: floxyctl workflows --output json
+    """
+    with open_store(db) as store, guard(db):
+        rows = store.list_definitions()
+    if output is OutputFormat.json:
+        _json(
+            {
+                "workflows": [
+                    {"id": i, "name": n, "version": v, "created_at": _iso(c)} for i, n, v, c in rows
+                ]
+            }
+        )
+        return
+    if not rows:
+        print("No workflows registered (floxyctl register -f FILE).")
+        return
+    _table(
+        ["ID", "NAME", "VERSION", "CREATED"],
+        [[i, n, str(v), _when(c)] for i, n, v, c in rows],
+    )
+
+
+# -- start / cancel / abort / decide -----------------------------------------------------------
+
+
+def start(
+    workflow: Annotated[
+        str,
+        typer.Option(
+            "-o",
+            "--workflow",
+            metavar="ID",
+            help="Workflow to start: name-vN, or a name for its latest version.",
+            show_default=False,
+        ),
+    ],
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "-i",
+            "--input",
+            help="JSON input file. Default: stdin when it is not a terminal, else {}.",
+            show_default=False,
+        ),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Follow the instance until it ends (floxyd runs the steps)."),
+    ] = False,
+    completion_timeout: Annotated[
+        str, typer.Option("--completion-timeout", help="With --wait: give up after (exit 3).")
+    ] = "10m",
+    status_check_interval: Annotated[
+        str, typer.Option("--status-check-interval", help="With --wait: time between checks.")
+    ] = "500ms",
+    output: OutputOpt = OutputFormat.text,
+    *,
+    db: DbSettings,
+) -> None:
+    """Start an instance of a registered workflow; workers (floxyd) run its steps.
+
+    Example: floxyctl start -o order-v1 -i input.json --wait
+    """
+    timeout_s = _parse_ms(completion_timeout, "--completion-timeout") / 1000
+    status_s = max(_parse_ms(status_check_interval, "--status-check-interval"), 10) / 1000
+    data = _read_json_file(input_file) if input_file is not None else _stdin_input()
+    json_output = output is OutputFormat.json
+    with open_store(db) as store:
+        with guard(db, "failed to start workflow: "):
+            started = time.monotonic()
+            instance_id = _runtime(store).start_instance(workflow, data)
+        if not wait:
+            if json_output:
+                _json({"instance_id": instance_id})
+            else:
+                print(f"Workflow instance started with ID: {instance_id}")
+            return
+        if not json_output:
+            print(f"Workflow instance started with ID: {instance_id}", flush=True)
+        with guard(db):
+            note, code = _follow(store, instance_id, started + timeout_s, status_s, timeout_s)
+            _report(store, instance_id, json_output, time.monotonic() - started, note)
+    raise typer.Exit(code)
+
+
+def _stdin_input() -> Any:
+    from floxyctl.run_cmd import _read_input
+
+    return _read_input(None)
+
+
+def _follow(
+    store: PostgresStore, instance_id: int, deadline: float, every: float, timeout_s: float
+) -> tuple[str | None, int]:
+    """Poll until the instance ends, pauses for good, or the deadline passes."""
+    from floxyctl.run_cmd import _exit_code
+
+    while True:
+        instance = store.get_instance(instance_id)
+        if instance.status.terminal:
+            return None, _exit_code(instance.status)
+        steps = store.get_steps(instance_id)
+        note = _pause_note(instance, steps, store.get_dlq(instance_id))
+        if note is not None:
+            return note, exits.PAUSED
+        if time.monotonic() >= deadline:
+            return (
+                f"Timed out after {timeout_s:g}s (--completion-timeout); "
+                f"instance {instance_id} is {instance.status} and keeps going.",
+                exits.TIMEOUT,
+            )
+        time.sleep(min(every, max(0.0, deadline - time.monotonic()) + 0.01))
+
+
+InstanceOpt = Annotated[
+    str,
+    typer.Option("-o", "--instance", metavar="ID", help="Instance ID.", show_default=False),
+]
+RequestedByOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--requested-by", help="Who asks (default: $USER, else floxyctl).", show_default=False
+    ),
+]
+
+
+def _stop(
+    kind: str,
+    instance: str,
+    reason: str,
+    requested_by: str | None,
+    output: OutputFormat,
+    db: DbSettings,
+) -> None:
+    instance_id = _parse_id(instance)
+    who = requested_by or _user()
+    with open_store(db) as store, guard(db, f"failed to {kind} workflow: "):
+        runtime = _runtime(store)
+        if kind == "cancel":
+            runtime.cancel(instance_id, who, reason)
+        else:
+            runtime.abort(instance_id, who, reason)
+        now = store.get_instance(instance_id).status.value
+    if output is OutputFormat.json:
+        _json({"instance_id": instance_id, "requested": kind, "status": now})
+        return
+    what = "cancellation" if kind == "cancel" else "abort"
+    print(f"Workflow instance {instance_id} {what} requested")
+
+
+def cancel(
+    instance: InstanceOpt,
+    reason: Annotated[str, typer.Option("--reason", help="Why.")] = "Cancelled via floxyctl",
+    requested_by: RequestedByOpt = None,
+    output: OutputOpt = OutputFormat.text,
+    *,
+    db: DbSettings,
+) -> None:
+    """Cancel an instance: active steps stop, completed ones are compensated, ends cancelled.
+
+    Example: floxyctl cancel -o 42 --reason "customer changed their mind"
+    """
+    _stop("cancel", instance, reason, requested_by, output, db)
+
+
+def abort(
+    instance: InstanceOpt,
+    reason: Annotated[str, typer.Option("--reason", help="Why.")] = "Aborted via floxyctl",
+    requested_by: RequestedByOpt = None,
+    output: OutputOpt = OutputFormat.text,
+    *,
+    db: DbSettings,
+) -> None:
+    """Abort an instance: active steps stop, nothing is compensated, ends aborted.
+
+    Example: floxyctl abort -o 42 --reason "runaway job"
+    """
+    _stop("abort", instance, reason, requested_by, output, db)
+
+
+def decide(
+    instance: Annotated[str, typer.Argument(metavar="ID", help="Instance ID.", show_default=False)],
+    decision: Annotated[
+        str,
+        typer.Argument(
+            metavar="confirm|reject", help="confirm (continue) or reject (abort the instance)."
+        ),
+    ],
+    step: Annotated[
+        str | None,
+        typer.Option("--step", help="Human step name (default: the newest human step)."),
+    ] = None,
+    comment: Annotated[str | None, typer.Option("--comment", help="Recorded comment.")] = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who decides (default: $USER, else floxyctl).")
+    ] = None,
+    output: OutputOpt = OutputFormat.text,
+    *,
+    db: DbSettings,
+) -> None:
+    """Answer a human step that waits for a decision.
+
+    Example: floxyctl decide 42 --step manager_approval confirm --comment "ok up to 500 EUR"
+    """
+    from floxy_core.model import StepType
+
+    instance_id = _parse_id(instance)
+    who = by or _user()
+    answers = {"confirm": "confirmed", "confirmed": "confirmed"}
+    answers |= {"reject": "rejected", "rejected": "rejected"}
+    answer = answers.get(decision.strip().lower())
+    if answer is None:
+        fail(f"decision must be confirm or reject, got {decision!r}")
+    with open_store(db) as store, guard(db, "failed to record the decision: "):
+        name = step
+        if name is None:
+            humans = [s for s in store.get_steps(instance_id) if s.step_type is StepType.HUMAN]
+            name = humans[-1].step_name if humans else None
+        _runtime(store).decide(instance_id, name, answer, who, comment)
+        now = store.get_instance(instance_id).status.value
+    if output is OutputFormat.json:
+        _json({"instance_id": instance_id, "step": name, "decision": answer, "status": now})
+        return
+    print(f"Workflow instance {instance_id}: step {name} {answer} by {who} (instance {now})")
+
+
+# -- inspect / status --------------------------------------------------------------------------
+
+
+def inspect(
+    instance: Annotated[str, typer.Argument(metavar="ID", help="Instance ID.", show_default=False)],
+    output: OutputOpt = OutputFormat.text,
+    *,
+    db: DbSettings,
+) -> None:
+    """Show one instance: status, steps, output or error (json: the same document as run).
+
+    Example: floxyctl inspect 42 --output json
+    """
+    instance_id = _parse_id(instance)
+    with open_store(db) as store, guard(db):
+        _report(store, instance_id, output is OutputFormat.json, None)
+
+
+def status(
+    state: Annotated[
+        str | None,
+        typer.Option("--status", help="Only instances in this status (e.g. running, dlq)."),
+    ] = None,
+    workflow: Annotated[
+        str | None,
+        typer.Option("--workflow", help="Only instances of this workflow (name-vN or name)."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    output: OutputOpt = OutputFormat.text,
+    *,
+    db: DbSettings,
+) -> None:
+    """List recent instances (newest first) and the counts of all instances by status.
+
+    Example: floxyctl status --status running --workflow order
+    """
+    from floxy_core.status import InstanceStatus
+
+    if state is not None and state not in {s.value for s in InstanceStatus}:
+        valid = ", ".join(s.value for s in InstanceStatus)
+        fail(f"--status: unknown status {state!r} (one of: {valid})")
+    with open_store(db) as store, guard(db):
+        ids: list[str | None] = [workflow]
+        if workflow is not None:
+            known = store.list_definitions()
+            if not any(d[0] == workflow for d in known):
+                ids = [d[0] for d in known if d[1] == workflow] or [workflow]
+        found = [
+            row
+            for wid in ids
+            for row in store.list_instances(status=state, workflow_id=wid, limit=limit)
+        ]
+        found.sort(key=lambda i: (i.created_at, i.id), reverse=True)
+        found = found[:limit]
+        stats = store.stats()
+    if output is OutputFormat.json:
+        _json(
+            {
+                "instances": [
+                    {
+                        "id": i.id,
+                        "workflow_id": i.workflow_id,
+                        "status": i.status.value,
+                        "created_at": _iso(i.created_at),
+                        "updated_at": _iso(i.updated_at),
+                        "error": i.error,
+                    }
+                    for i in found
+                ],
+                "stats": stats,
+            }
+        )
+        return
+    if found:
+        _table(
+            ["ID", "WORKFLOW", "STATUS", "CREATED", "UPDATED"],
+            [
+                [str(i.id), i.workflow_id, i.status.value, _when(i.created_at), _when(i.updated_at)]
+                for i in found
+            ],
+        )
+    else:
+        print("No instances match.")
+    print(" | ".join(f"{key.capitalize()}: {value}" for key, value in stats.items()))
+
+
+# -- dlq ---------------------------------------------------------------------------------------
+
+
+def dlq_list(
+    instance: Annotated[
+        str | None, typer.Option("--instance", help="Only records of this instance.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 100,
+    output: OutputOpt = OutputFormat.text,
+    *,
+    db: DbSettings,
+) -> None:
+    """List dead-letter records: steps that failed in a `dlq: true` flow, waiting for requeue.
+
+    Example: floxyctl dlq list --instance 42 --output json
+    """
+    instance_id = _parse_id(instance) if instance is not None else None
+    with open_store(db) as store, guard(db):
+        records = store.get_dlq(instance_id, limit=limit)
+    if output is OutputFormat.json:
+        _json(
+            {
+                "dlq": [
+                    {
+                        "id": r.id,
+                        "instance_id": r.instance_id,
+                        "workflow_id": r.workflow_id,
+                        "step": r.step_name,
+                        "step_type": r.step_type.value,
+                        "input": r.input,
+                        "error": r.error,
+                        "reason": r.reason,
+                        "created_at": _iso(r.created_at),
+                    }
+                    for r in records
+                ]
+            }
+        )
+        return
+    if not records:
+        print("The DLQ is empty.")
+        return
+    _table(
+        ["ID", "INSTANCE", "WORKFLOW", "STEP", "CREATED", "REASON", "ERROR"],
+        [
+            [
+                str(r.id),
+                str(r.instance_id),
+                r.workflow_id,
+                r.step_name,
+                _when(r.created_at),
+                r.reason or "",
+                " ".join((r.error or "").split())[:80],
+            ]
+            for r in records
+        ],
+    )
+
+
+def dlq_requeue(
+    record: Annotated[
+        str, typer.Argument(metavar="DLQ_ID", help="DLQ record ID.", show_default=False)
+    ],
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "-i",
+            "--input",
+            help="New JSON input for the step (default: its old input).",
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputOpt = OutputFormat.text,
+    *,
+    db: DbSettings,
+) -> None:
+    """Requeue a dead-letter record: the step runs again and the instance resumes.
+
+    Example: floxyctl dlq requeue 7 -i fixed-input.json
+    """
+    dlq_id = _parse_id(record, "DLQ record ID")
+    new_input = _read_json_file(input_file) if input_file is not None else None
+    with open_store(db) as store, guard(db, "failed to requeue: "):
+        found = store.find_dlq(dlq_id)
+        instance_id = _runtime(store).requeue(dlq_id, new_input)
+    if output is OutputFormat.json:
+        _json({"dlq_id": dlq_id, "instance_id": instance_id, "step": found.step_name})
+        return
+    print(f"DLQ record {dlq_id} requeued: instance {instance_id} resumes at step {found.step_name}")
+
+
+# -- migrate -----------------------------------------------------------------------------------
+
+
+def migrate(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be applied; change nothing.")
+    ] = False,
+    show_status: Annotated[
+        bool,
+        typer.Option("--status", help="List every migration with when it was applied."),
+    ] = False,
+    output: OutputOpt = OutputFormat.text,
+    *,
+    db: DbSettings,
+) -> None:
+    """Apply pending schema migrations (every other database command does this first).
+
+    Example: floxyctl migrate --status
+    """
+    from floxy_core.storage.postgres import migrations
+
+    if dry_run and show_status:
+        fail("--dry-run and --status do not go together: choose one")
+    json_output = output is OutputFormat.json
+    with connect(db) as conn, guard(db):
+        if show_status:
+            states = migrations.status(conn)
+        else:
+            changed = migrations.migrate(conn, dry_run=dry_run)
+    if show_status:
+        _migration_status(states, json_output)
+        return
+    key = "pending" if dry_run else "applied"
+    if json_output:
+        _json({key: [m.filename for m in changed]})
+        return
+    if not changed:
+        print("Nothing to apply: the schema is up to date.")
+    for m in changed:
+        print(f"{'would apply' if dry_run else 'applied'} {m.filename}")
+
+
+def _migration_status(states: list[Any], json_output: bool) -> None:
+    edited = [s.migration.filename for s in states if not s.checksum_ok]
+    if json_output:
+        _json(
+            {
+                "migrations": [
+                    {
+                        "version": s.migration.version,
+                        "file": s.migration.filename,
+                        "applied_at": _iso(s.applied_at),
+                        "edited": not s.checksum_ok,
+                    }
+                    for s in states
+                ]
+            }
+        )
+    else:
+        rows = [
+            [
+                s.migration.filename,
+                _when(s.applied_at) if s.applied_at else "pending",
+                "" if s.checksum_ok else "EDITED after it was applied",
+            ]
+            for s in states
+        ]
+        _table(["MIGRATION", "APPLIED", ""], rows)
+    if edited:
+        fail(
+            "applied migrations were changed afterwards: "
+            + ", ".join(edited)
+            + " (never edit a released migration; add a new one)"
+        )

@@ -1,0 +1,205 @@
+"""`floxyd FILE`: the floxy worker daemon (argument parsing, logging, signals, exit codes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+DESCRIPTION = """\
+Run the workflows of a YAML file against PostgreSQL: register its flows, then claim and run
+their steps with a pool of workers until SIGINT/SIGTERM.
+
+Examples:
+  FLOXY_DB_HOST=db FLOXY_DB_PORT=5432 FLOXY_DB_USER=floxy FLOXY_DB_PASSWORD=... \\
+    FLOXY_DB_NAME=floxy floxyd handlers.yaml --workers 8
+  FLOXY_DSN=postgresql://floxy@db:5432/floxy FLOXY_LOG_FORMAT=json floxyd handlers.yaml
+
+Several floxyd processes may share one database: steps are claimed with leases, a step whose
+handler this process lacks is left for another (FLOXY_HANDLERS picks which declared handlers
+this process serves), and the steps of a process that dies are taken over when their lease
+expires. Durations take a unit: 250ms, 2s, 1m30s, 1h.
+"""
+
+
+def _epilog() -> str:
+    from floxyd.config import ENV_VARS
+
+    lines = ["Environment (the flags above win over these):"]
+    for var, _flag, text in ENV_VARS:
+        lines.append(f"  {var:<27} {text}")
+    lines += [
+        "",
+        "HTTP (FLOXY_TECH_ADDR): GET /metrics (Prometheus), /health (database ping),",
+        "  /health/live (process up), /health/ready (started and database reachable).",
+        "",
+        "Signals: SIGINT/SIGTERM stop claiming, let running steps finish within",
+        "  FLOXY_SHUTDOWN_GRACE, release the rest for other workers and exit 0;",
+        "  a second signal exits at once (130).",
+        "",
+        "Exit codes: 0 clean shutdown · 1 runtime failure · 2 bad configuration, bad",
+        "  workflow file, or database unreachable/unusable at start-up · 130 second signal.",
+        "",
+        "Guide: docs/floxyd.md",
+    ]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="floxyd",
+        description=DESCRIPTION,
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("file", nargs="?", metavar="FILE", help="workflow YAML file")
+    parser.add_argument("-v", "--version", action="store_true", help="print the version and exit")
+    add = parser.add_argument
+    add("--workers", metavar="N", help="worker threads [FLOXY_WORKERS, default 3]")
+    add(
+        "--worker-interval",
+        metavar="D",
+        help="polling fallback when no NOTIFY arrives [FLOXY_WORKER_INTERVAL, 100ms]",
+    )
+    add("--lease", metavar="D", help="lease of a claimed step [FLOXY_LEASE, 30s]")
+    add("--tech-addr", metavar="ADDR", help="metrics/health address [FLOXY_TECH_ADDR, :8081]")
+    add("--stats-interval", metavar="D", help="statistics period [FLOXY_STATS_INTERVAL, 10s]")
+    add("--shutdown-grace", metavar="D", help="grace at shutdown [FLOXY_SHUTDOWN_GRACE, 30s]")
+    add(
+        "--connect-timeout",
+        metavar="D",
+        help="wait this long for PostgreSQL at start-up [FLOXY_CONNECT_TIMEOUT, 60s]",
+    )
+    add(
+        "--maintenance-interval",
+        metavar="D",
+        help="pg_partman maintenance period [FLOXY_MAINTENANCE_INTERVAL, 1h]",
+    )
+    add("--handlers", metavar="A,B", help="serve only these handlers [FLOXY_HANDLERS]")
+    add("--log-format", metavar="FMT", help="text or json [FLOXY_LOG_FORMAT, text]")
+    add("--log-level", metavar="LEVEL", help="debug|info|warning|error [FLOXY_LOG_LEVEL]")
+    add("--no-plugins", action="store_true", default=None, help="[FLOXY_NO_PLUGINS]")
+    add(
+        "--dsn",
+        metavar="DSN",
+        help="connection string [FLOXY_DSN]; prefer the variable: flags are visible in ps",
+    )
+    add("--db-host", metavar="HOST", help="[FLOXY_DB_HOST]")
+    add("--db-port", metavar="PORT", help="[FLOXY_DB_PORT]")
+    add("--db-user", metavar="USER", help="[FLOXY_DB_USER]")
+    add("--db-name", metavar="NAME", help="[FLOXY_DB_NAME]")
+    return parser
+
+
+# -- logging ------------------------------------------------------------------------------------
+
+
+class _TextFormatter(logging.Formatter):
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        from floxyd.config import redact
+
+        return redact(super().format(record), self.secrets)
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, plus the record's `fields`."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        from floxyd.config import redact
+
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update({k: v for k, v in fields.items() if k not in entry})
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry, default=str), self.secrets)
+
+
+def setup_logging(log_format: str, level: str, secrets: tuple[str, ...]) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonFormatter(secrets) if log_format == "json" else _TextFormatter(secrets)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # The pool logs every failed reconnection; floxyd reports outages itself (and recovery).
+    logging.getLogger("psycopg").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("psycopg.pool").setLevel(max(logging.ERROR, root.level))
+
+
+# -- entry point --------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.version or (args.file == "version" and not os.path.exists("version")):
+        from floxy_core import __version__
+
+        print(f"floxyd version {__version__}")
+        sys.exit(EXIT_OK)
+
+    from floxyd.config import ConfigError, load_config
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("file", "version")}
+    try:
+        config = load_config(args.file, flags)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"floxyd: error: {problem}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+    setup_logging(config.log_format, config.log_level, config.secrets)
+    import prometheus_client
+
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+    from floxyd.daemon import Daemon
+
+    daemon = Daemon(config)
+    signals = {"count": 0}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        signals["count"] += 1
+        name = signal.Signals(signum).name
+        if signals["count"] == 1:
+            daemon.request_stop(name)
+            return
+        logging.getLogger("floxyd").warning(
+            "second %s: exiting at once; running steps are re-run after their lease expires",
+            name,
+        )
+        os._exit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    sys.exit(daemon.run())
+
+
+if __name__ == "__main__":
+    main()

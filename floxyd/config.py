@@ -1,0 +1,334 @@
+"""floxyd settings: command-line flags over `FLOXY_*` environment variables over defaults.
+
+Everything is read and checked once, before anything starts; a bad value is one line on stderr
+naming the flag or variable, and exit code 2. The database password is kept only inside the DSN
+handed to psycopg and in `secrets` (what log output must never show).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_WORKERS = 3
+DEFAULT_WORKER_INTERVAL = "100ms"
+DEFAULT_TECH_ADDR = ":8081"
+DEFAULT_STATS_INTERVAL = "10s"
+DEFAULT_SHUTDOWN_GRACE = "30s"
+DEFAULT_LEASE = "30s"
+DEFAULT_CONNECT_TIMEOUT = "60s"
+DEFAULT_MAINTENANCE_INTERVAL = "1h"
+
+ENV_VARS: tuple[tuple[str, str, str], ...] = (
+    ("FLOXY_DSN", "--dsn", "libpq connection string or URL, instead of FLOXY_DB_*"),
+    ("FLOXY_DB_HOST", "--db-host", "PostgreSQL host (required without FLOXY_DSN)"),
+    ("FLOXY_DB_PORT", "--db-port", "PostgreSQL port (required without FLOXY_DSN)"),
+    ("FLOXY_DB_USER", "--db-user", "PostgreSQL user (required without FLOXY_DSN)"),
+    ("FLOXY_DB_PASSWORD", "", "PostgreSQL password (environment only; never logged)"),
+    ("FLOXY_DB_NAME", "--db-name", "database name (required without FLOXY_DSN)"),
+    ("FLOXY_WORKERS", "--workers", f"worker threads claiming steps (default {DEFAULT_WORKERS})"),
+    (
+        "FLOXY_WORKER_INTERVAL",
+        "--worker-interval",
+        f"polling interval when LISTEN/NOTIFY is quiet (default {DEFAULT_WORKER_INTERVAL})",
+    ),
+    ("FLOXY_LEASE", "--lease", f"lease of a claimed step, renewed while it runs ({DEFAULT_LEASE})"),
+    (
+        "FLOXY_TECH_ADDR",
+        "--tech-addr",
+        f"/metrics and /health address, host:port or :port ({DEFAULT_TECH_ADDR}); off",
+    ),
+    (
+        "FLOXY_STATS_INTERVAL",
+        "--stats-interval",
+        f"how often statistics are printed ({DEFAULT_STATS_INTERVAL}; 0 disables)",
+    ),
+    (
+        "FLOXY_SHUTDOWN_GRACE",
+        "--shutdown-grace",
+        f"time running steps get to finish after SIGTERM ({DEFAULT_SHUTDOWN_GRACE})",
+    ),
+    (
+        "FLOXY_CONNECT_TIMEOUT",
+        "--connect-timeout",
+        f"how long start-up waits for PostgreSQL ({DEFAULT_CONNECT_TIMEOUT})",
+    ),
+    (
+        "FLOXY_MAINTENANCE_INTERVAL",
+        "--maintenance-interval",
+        f"pg_partman maintenance period ({DEFAULT_MAINTENANCE_INTERVAL}; 0 disables)",
+    ),
+    ("FLOXY_HANDLERS", "--handlers", "serve only these declared handlers (comma-separated)"),
+    ("FLOXY_LOG_FORMAT", "--log-format", "text or json (one JSON object per line)"),
+    ("FLOXY_LOG_LEVEL", "--log-level", "debug, info, warning or error (default info)"),
+    ("FLOXY_NO_PLUGINS", "--no-plugins", "1 = load no third-party plugins"),
+    ("FLOXY_PLUGINS", "", "load only these plugins (comma-separated)"),
+)
+
+_UNIT_DURATION = re.compile(r"^(\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """One or more bad settings; each line of the message names its flag or variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class Config:
+    file: Path
+    dsn: str = field(repr=False)
+    dsn_display: str
+    """The DSN as it may be logged: the password masked."""
+    secrets: tuple[str, ...] = field(repr=False)
+    workers: int = DEFAULT_WORKERS
+    worker_interval: float = 0.1
+    lease: float = 30.0
+    tech_addr: tuple[str, int] | None = ("", 8081)
+    stats_interval: float = 10.0
+    shutdown_grace: float = 30.0
+    connect_timeout: float = 60.0
+    maintenance_interval: float = 3600.0
+    handlers: frozenset[str] | None = None
+    log_format: str = "text"
+    log_level: str = "info"
+    no_plugins: bool = False
+
+    @property
+    def tech_display(self) -> str:
+        if self.tech_addr is None:
+            return "off"
+        host, port = self.tech_addr
+        return f"{host or '0.0.0.0'}:{port}"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds for a Go-style duration (`100ms`, `2s`, `1m30s`, `1h`); `0` alone is allowed.
+
+    A bare number other than 0 is refused: `30` could mean 30 ms or 30 s.
+    """
+    value = text.strip()
+    if value == "0":
+        return 0.0
+    if not _UNIT_DURATION.match(value):
+        if re.fullmatch(r"\d+(\.\d+)?", value):
+            raise ValueError(f"{text!r} needs a unit, e.g. {value}s or {value}ms")
+        raise ValueError(f"{text!r} is not a duration (examples: 250ms, 2s, 1m30s, 1h)")
+    return sum(float(n) * _SECONDS[u] for n, u in _PART.findall(value))
+
+
+def parse_addr(text: str) -> tuple[str, int] | None:
+    """`host:port`, `:port` or `[v6]:port`; `off` disables the tech server."""
+    value = text.strip()
+    if value.lower() in ("off", "none", "disabled"):
+        return None
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        raise ValueError(f"{text!r} is not host:port or :port")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"{text!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{text!r}: port {port} is out of range")
+    return host, port
+
+
+def mask_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by `***` (keyword/value form or URL)."""
+    dsn = re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
+    return re.sub(r"(?i)(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", r"\1***@", dsn)
+
+
+class _Reader:
+    """Looks a setting up in the flags, then the environment; collects every problem."""
+
+    def __init__(self, flags: Mapping[str, object], env: Mapping[str, str]) -> None:
+        self.flags = flags
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, var: str, flag: str) -> tuple[str | None, str]:
+        """(value, name to blame): flags win over the environment."""
+        value = self.flags.get(flag)
+        if value is not None:
+            return str(value), f"--{flag.replace('_', '-')}"
+        env_value = self.env.get(var)
+        if env_value is not None and env_value.strip() != "":
+            return env_value, var
+        return None, var
+
+    def duration(self, var: str, flag: str, default: str, *, positive: bool = False) -> float:
+        text, name = self.raw(var, flag)
+        try:
+            seconds = parse_duration(text if text is not None else default)
+        except ValueError as exc:
+            self.problems.append(f"{name}: {exc}")
+            return parse_duration(default)
+        if positive and seconds <= 0:
+            self.problems.append(f"{name} must be greater than 0, got {text!r}")
+            return parse_duration(default)
+        return seconds
+
+
+def load_config(
+    file: str | None, flags: Mapping[str, object], env: Mapping[str, str] | None = None
+) -> Config:
+    """Build the configuration from parsed flags and the environment; `ConfigError` lists all
+    problems, each naming its flag or variable."""
+    env = os.environ if env is None else env
+    r = _Reader(flags, env)
+    problems = r.problems
+    if not file:
+        problems.append("missing the workflow YAML file: floxyd FILE (see floxyd --help)")
+
+    dsn, dsn_display, secrets = _database(r)
+
+    workers_text, workers_name = r.raw("FLOXY_WORKERS", "workers")
+    workers = DEFAULT_WORKERS
+    if workers_text is not None:
+        try:
+            workers = int(workers_text.strip())
+        except ValueError:
+            problems.append(f"{workers_name} must be a whole number, got {workers_text!r}")
+        else:
+            if workers < 1:
+                problems.append(f"{workers_name} must be at least 1, got {workers}")
+
+    worker_interval = r.duration(
+        "FLOXY_WORKER_INTERVAL", "worker_interval", DEFAULT_WORKER_INTERVAL, positive=True
+    )
+    lease = r.duration("FLOXY_LEASE", "lease", DEFAULT_LEASE, positive=True)
+    if 0 < lease < 0.3:
+        problems.append(f"{r.raw('FLOXY_LEASE', 'lease')[1]} must be at least 300ms")
+    stats_interval = r.duration("FLOXY_STATS_INTERVAL", "stats_interval", DEFAULT_STATS_INTERVAL)
+    grace = r.duration("FLOXY_SHUTDOWN_GRACE", "shutdown_grace", DEFAULT_SHUTDOWN_GRACE)
+    connect_timeout = r.duration(
+        "FLOXY_CONNECT_TIMEOUT", "connect_timeout", DEFAULT_CONNECT_TIMEOUT
+    )
+    maintenance = r.duration(
+        "FLOXY_MAINTENANCE_INTERVAL", "maintenance_interval", DEFAULT_MAINTENANCE_INTERVAL
+    )
+
+    addr_text, addr_name = r.raw("FLOXY_TECH_ADDR", "tech_addr")
+    tech_addr: tuple[str, int] | None = ("", 8081)
+    try:
+        tech_addr = parse_addr(addr_text if addr_text is not None else DEFAULT_TECH_ADDR)
+    except ValueError as exc:
+        problems.append(f"{addr_name}: {exc}")
+
+    handlers_text, _ = r.raw("FLOXY_HANDLERS", "handlers")
+    handlers = None
+    if handlers_text is not None:
+        handlers = frozenset(n.strip() for n in handlers_text.split(",") if n.strip())
+
+    fmt_text, fmt_name = r.raw("FLOXY_LOG_FORMAT", "log_format")
+    log_format = (fmt_text or "text").strip().lower()
+    if log_format not in ("text", "json"):
+        problems.append(f"{fmt_name} must be text or json, got {fmt_text!r}")
+        log_format = "text"
+
+    level_text, level_name = r.raw("FLOXY_LOG_LEVEL", "log_level")
+    log_level = (level_text or "info").strip().lower()
+    if log_level not in _LEVELS:
+        problems.append(f"{level_name} must be one of {', '.join(_LEVELS)}, got {level_text!r}")
+        log_level = "info"
+
+    no_plugins_env = env.get("FLOXY_NO_PLUGINS", "").strip().lower()
+    no_plugins = bool(flags.get("no_plugins")) or no_plugins_env in ("1", "true", "yes")
+
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        file=Path(file or ""),
+        dsn=dsn,
+        dsn_display=dsn_display,
+        secrets=secrets,
+        workers=workers,
+        worker_interval=worker_interval,
+        lease=lease,
+        tech_addr=tech_addr,
+        stats_interval=stats_interval,
+        shutdown_grace=grace,
+        connect_timeout=connect_timeout,
+        maintenance_interval=maintenance,
+        handlers=handlers,
+        log_format=log_format,
+        log_level=log_level,
+        no_plugins=no_plugins,
+    )
+
+
+def _database(r: _Reader) -> tuple[str, str, tuple[str, ...]]:
+    """(dsn, masked dsn, secrets) from FLOXY_DSN or the FLOXY_DB_* parts."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    secrets = [s for s in (r.env.get("PGPASSWORD"),) if s]
+    dsn_text, dsn_name = r.raw("FLOXY_DSN", "dsn")
+    if dsn_text is not None:
+        try:
+            params = conninfo_to_dict(dsn_text)
+        except Exception:
+            r.problems.append(f"{dsn_name} is not a valid libpq connection string or URL")
+            return "", "", tuple(secrets)
+        password = params.get("password")
+        if password:
+            secrets.append(str(password))
+        return dsn_text, _display(params), tuple(secrets)
+
+    parts: dict[str, str] = {}
+    missing: list[str] = []
+    for key, var, flag in (
+        ("host", "FLOXY_DB_HOST", "db_host"),
+        ("port", "FLOXY_DB_PORT", "db_port"),
+        ("user", "FLOXY_DB_USER", "db_user"),
+        ("dbname", "FLOXY_DB_NAME", "db_name"),
+    ):
+        value, _ = r.raw(var, flag)
+        if value is None:
+            missing.append(var)
+        else:
+            parts[key] = value.strip()
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        r.problems.append(
+            f"{', '.join(missing)} {verb} required (or set FLOXY_DSN to a connection string)"
+        )
+        return "", "", tuple(secrets)
+    port_name = r.raw("FLOXY_DB_PORT", "db_port")[1]
+    try:
+        port = int(parts["port"])
+        if not 0 < port <= 65535:
+            raise ValueError
+    except ValueError:
+        r.problems.append(f"{port_name} must be a port number, got {parts['port']!r}")
+        return "", "", tuple(secrets)
+    password = r.env.get("FLOXY_DB_PASSWORD", "")
+    if password:
+        secrets.append(password)
+        parts["password"] = password
+    dsn = make_conninfo(**parts)
+    return dsn, _display(parts), tuple(secrets)
+
+
+def _display(params: Mapping[str, object]) -> str:
+    shown = {k: v for k, v in params.items() if k != "password" and v not in (None, "")}
+    text = " ".join(f"{k}={v}" for k, v in shown.items())
+    return text + (" (with a password)" if params.get("password") else "")
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` with every secret of 4+ characters, and any DSN password, replaced by `***`."""
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return mask_dsn(text)
