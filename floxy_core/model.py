@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -180,6 +179,8 @@ class WorkflowDefinition:
         The `exec` that the YAML compiler copies into step metadata is left out: where a handler
         lives (script path, URL) may differ between the daemons that share a flow.
         """
+        import hashlib
+
         data = self.to_json()
         for step in data["steps"].values():
             step["metadata"].pop("exec", None)

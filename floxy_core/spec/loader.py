@@ -99,8 +99,13 @@ def _lookup(table: Mapping[PathT, Pos], path: PathT) -> Pos:
 def load_file(path: str | os.PathLike[str], *, require_handlers: bool = True) -> Document:
     """Read and load `path`; an unreadable file is a ValidationError with one error at 1:1."""
     name = os.fspath(path)
+    return load_source(read_source(name), name, require_handlers=require_handlers)
+
+
+def read_source(name: str) -> bytes:
+    """The bytes of a workflow file, or a ValidationError saying why it cannot be read."""
     try:
-        raw = Path(name).read_bytes()
+        return Path(name).read_bytes()
     except FileNotFoundError:
         raise _single(name, "file not found") from None
     except IsADirectoryError:
@@ -109,6 +114,10 @@ def load_file(path: str | os.PathLike[str], *, require_handlers: bool = True) ->
         raise _single(name, "permission denied") from None
     except OSError as exc:
         raise _single(name, f"cannot read file: {exc.strerror or exc}") from None
+
+
+def load_source(raw: bytes, name: str, *, require_handlers: bool = True) -> Document:
+    """Decode (UTF-8, optional BOM) and load the bytes of a workflow file."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
