@@ -85,7 +85,6 @@ def plugins() -> Any:
     return _Options.plugins
 
 
-@app.command("plugins")
 def list_plugins(output: OutputOpt = OutputFormat.text) -> None:
     """List loaded plugins, their versions and the handler types they add.
 
@@ -112,7 +111,6 @@ def list_plugins(output: OutputOpt = OutputFormat.text) -> None:
         print(f"{row['name']} {row['version']}{kind}: handler types: {types}")
 
 
-@app.command()
 def version() -> None:
     """Print the floxyctl version."""
     from floxy_core import __version__
@@ -120,12 +118,22 @@ def version() -> None:
     print(f"floxyctl version {__version__}")
 
 
-def _register_commands() -> None:
-    from floxyctl import db_cmds, run_cmd, spec_cmds
+def _register_commands(argv: list[str]) -> None:
+    """All commands, except that `floxyctl run` skips importing the database commands."""
+    from floxyctl import run_cmd
 
     run_cmd.register(app)
-    spec_cmds.register(app)
-    db_cmds.register(app)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command != "run":
+        from floxyctl import spec_cmds
+
+        spec_cmds.register(app)
+    app.command("plugins")(list_plugins)
+    app.command()(version)
+    if command != "run":
+        from floxyctl import db_cmds
+
+        db_cmds.register(app)
 
 
 class _OneLine(logging.Formatter):
@@ -152,7 +160,7 @@ def _setup_logging() -> None:
 
 def main() -> None:
     _setup_logging()
-    _register_commands()
+    _register_commands(sys.argv[1:])
     try:
         app()
     except KeyboardInterrupt:
