@@ -78,13 +78,11 @@ class Builder:
         version: int = 1,
         max_retries: int = DEFAULT_MAX_RETRIES,
         dlq: bool = False,
-        _nested: bool = False,
     ) -> None:
         self.name = name
         self.version = version
         self.default_max_retries = max_retries
         self.dlq = dlq
-        self._nested = _nested
         self._steps: dict[str, StepDefinition] = {}
         self._order: list[str] = []
         self._start: str | None = None
@@ -117,14 +115,18 @@ class Builder:
         return self
 
     def save_point(self, name: str) -> Builder:
-        """A marker: a later failure rolls back only to here."""
-        if self._nested:
-            self._errors.append(f"savepoint {name!r} cannot be placed inside a fork branch")
-            return self
+        """A marker: a later failure rolls back only to here (in a fork branch: a failure in
+        that branch, or after its join)."""
         self._link(StepDefinition(name=name, type=StepType.SAVE_POINT))
         return self
 
-    def wait_human_confirm(self, name: str, *, timeout_ms: int | None = None) -> Builder:
+    def wait_human_confirm(
+        self,
+        name: str,
+        *,
+        timeout_ms: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Builder:
         """A step that waits for a human to confirm (continue) or reject (abort)."""
         self._link(
             StepDefinition(
@@ -132,6 +134,7 @@ class Builder:
                 type=StepType.HUMAN,
                 max_retries=0,
                 timeout_ms=timeout_ms,
+                metadata=MappingProxyType(dict(metadata or {})),
             )
         )
         return self
@@ -173,9 +176,7 @@ class Builder:
         starts: list[str] = []
         built: list[Builder] = []
         for index, fill in enumerate(branches):
-            sub = Builder(
-                name, version=self.version, max_retries=self.default_max_retries, _nested=True
-            )
+            sub = Builder(name, version=self.version, max_retries=self.default_max_retries)
             fill(sub)
             if sub._start is None:
                 self._errors.append(f"fork {name!r}: branch {index} has no steps")
@@ -223,7 +224,6 @@ class Builder:
                 self.name,
                 version=self.version,
                 max_retries=self.default_max_retries,
-                _nested=self._nested,
             )
             otherwise(sub)
             self._errors.extend(f"condition {name!r} else branch: {e}" for e in sub._errors)

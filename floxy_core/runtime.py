@@ -192,8 +192,9 @@ class Runtime:
             debug=self.debug,
             interrupt=interrupt,
         )
+        started = time.monotonic()
         try:
-            return Outcome(output=handler(ctx, work.input))
+            output = handler(ctx, work.input)
         except HandlerError as exc:
             after = getattr(exc, "retry_after_s", None)
             return Outcome(
@@ -204,6 +205,14 @@ class Runtime:
         except Exception as exc:  # a plugin's bug must not kill the worker
             log.exception("handler %r raised", work.handler)
             return Outcome(error=f"handler {work.handler!r} crashed: {type(exc).__name__}: {exc}")
+        elapsed = time.monotonic() - started
+        if ctx.timeout_s is not None and elapsed > ctx.timeout_s:
+            # A handler that ignores ctx.timeout_s still must not succeed past its deadline.
+            return Outcome(
+                error=f"handler {work.handler!r} exceeded its timeout of {ctx.timeout_s:g}s "
+                f"(took {elapsed:.2f}s)"
+            )
+        return Outcome(output=output)
 
     def start(self) -> None:
         """Start the worker threads and the watcher that interrupts stopped instances."""

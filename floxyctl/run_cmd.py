@@ -214,7 +214,10 @@ class _Session:
         loaded = plugins()
         try:
             handlers = build_handlers(
-                self.file, debug_log=debug_log if self.debug else None, plugins=loaded
+                self.file,
+                debug_log=debug_log if self.debug else None,
+                plugins=loaded,
+                only={s.handler for s in self.workflow.steps.values() if s.handler},
             )
         except HandlerBuildError as exc:
             fail(str(exc))
@@ -346,7 +349,8 @@ class _Session:
                 runtime.decide(instance_id, row.step_name, answer, user)
             return None
         busy = any(s.status in (StepStatus.RUNNING, StepStatus.PENDING) for s in steps)
-        if busy:
+        timed = any(self.workflow.steps[r.step_name].timeout_ms for r in waiting)
+        if busy or timed:  # a decision timeout will reject the step: keep waiting for it
             return None
         names = ", ".join(r.step_name for r in waiting)
         return (

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from floxyctl import exits
-from floxyctl.app import FileOpt, OutputFormat, OutputOpt, fail
+from floxyctl.app import FileOpt, OutputFormat, OutputOpt, fail, plugins
 
 if TYPE_CHECKING:
     from floxy_core.errors import SpecError
@@ -51,26 +51,40 @@ FormatOpt = Annotated[
 ]
 
 
+SPEC_EPILOG = "Exit codes: 0 valid · 2 invalid file, unknown flow or bad usage."
+
+
 def register(app: typer.Typer) -> None:
-    app.command(epilog=exits.EPILOG)(validate)
-    app.command(epilog=exits.EPILOG)(graph)
+    app.command(epilog=SPEC_EPILOG)(validate)
+    app.command(epilog=SPEC_EPILOG)(graph)
 
 
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def _load(path: Path) -> tuple[WorkflowFile | None, list[SpecError]]:
-    """The loaded file, or every problem in it; never raises for a bad or missing file."""
+def _load(path: Path, *, build: bool = False) -> tuple[WorkflowFile | None, list[SpecError]]:
+    """The loaded file, or every problem in it; never raises for a bad or missing file.
+
+    With `build`, handlers are also created (and closed again) so that what only the handler
+    types can check — plugin types and their schemas, URLs, TLS files — is reported too.
+    """
     from floxy_core.errors import FloxyError, SpecError, ValidationError
+    from floxy_core.handlers.registry import HandlerBuildError, build_handlers, close_handlers
     from floxy_core.spec import load_workflow_file
 
     try:
-        return load_workflow_file(path), []
+        loaded = load_workflow_file(path)
     except ValidationError as exc:
         return None, list(exc.errors)
     except FloxyError as exc:  # anything else the loader lets through still belongs to the file
         return None, [SpecError(str(path), 1, 1, "", str(exc))]
+    if build:
+        try:
+            close_handlers(build_handlers(loaded, plugins=plugins()))
+        except HandlerBuildError as exc:
+            return None, [SpecError(str(path), 1, 1, "handlers", p) for p in exc.problems]
+    return loaded, []
 
 
 def _print_errors(errors: list[SpecError], files_with_errors: int) -> None:
@@ -91,7 +105,7 @@ def validate(files: FilesOpt, output: OutputOpt = OutputFormat.text) -> None:
       floxyctl validate -f order.yaml
       floxyctl validate -f a.yaml -f b.yaml --output json
     """
-    results = [(path, *_load(path)) for path in files]
+    results = [(path, *_load(path, build=True)) for path in files]
     valid = all(not errors for _, _, errors in results)
     if output is OutputFormat.json:
         import json

@@ -347,11 +347,11 @@ class Engine:
             error=error,
             completed_at=tx.now,
         )
-        tx.event("step_failed", row.step_name, step_type=row.step_type.value, error=error)
         tx.hook("step_failed", step_name=row.step_name, error=error)
         if tx.definition.dlq_enabled or tx.instance.status is InstanceStatus.DLQ:
             self._enter_dlq(tx, row, error)
             return
+        tx.event("step_failed", row.step_name, step_type=row.step_type.value, error=error)
         found = joins.enclosing_block(tx.definition, row.step_name)
         if found is not None and _join_strategy(tx, found[0].name) is JoinStrategy.ANY:
             # Another branch may still succeed; the join fails only when every branch failed.
@@ -363,10 +363,12 @@ class Engine:
         rollback.begin(tx, row, to_savepoint=True)
 
     def _enter_dlq(self, tx: Transition, row: StepRecord, error: str) -> None:
+        """Pause the instance; a join keeps waiting for this branch until it is requeued."""
         tx.update_step(row, StepStatus.PAUSED)
-        tx.event("step_failed", row.step_name, error=error, reason="dlq")
+        tx.event(
+            "step_failed", row.step_name, step_type=row.step_type.value, error=error, reason="dlq"
+        )
         tx.add_dlq(row, error, DLQ_REASON)
-        joins.branch_finished(tx, row, success=False)
         for other in list(tx.rows(StepStatus.PENDING)):
             tx.update_step(other, StepStatus.PAUSED)
         running = {r.step_name for r in tx.rows(StepStatus.RUNNING)}
@@ -380,7 +382,9 @@ class Engine:
     def _stop_active(self, tx: Transition, message: str, *, reason: str) -> None:
         """Nothing else runs for this instance: skip active steps and drop their queue items."""
         for other in list(tx.rows(*ACTIVE_STEP)):
-            tx.update_step(other, StepStatus.SKIPPED, error=other.error or message)
+            tx.update_step(
+                other, StepStatus.SKIPPED, error=other.error or message, completed_at=tx.now
+            )
             tx.event("step_failed", other.step_name, reason=reason, message=message)
         failed_waiting = [r for r in tx.rows(StepStatus.FAILED) if tx.queue_of(r.step_name)]
         for other in failed_waiting:

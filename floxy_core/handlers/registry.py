@@ -28,7 +28,11 @@ HandlerFactory = Callable[[HandlerSpec, BuildContext], Handler]
 
 
 class HandlerBuildError(FloxyError):
-    """A declared handler could not be created (unknown type, unreadable certificate...)."""
+    """Declared handlers could not be created (unknown type, unreadable certificate...)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
 
 
 def build_handlers(
@@ -64,15 +68,20 @@ def build_handlers(
             )
             continue
         if handler_type.schema is not None:
-            problems.extend(_schema_problems(spec, handler_type.schema))
-            if problems:
+            invalid = _schema_problems(spec, handler_type.schema)
+            if invalid:
+                problems.extend(invalid)
                 continue
         try:
             built[spec.name] = handler_type.factory(spec, ctx)
         except (FloxyError, OSError, ValueError) as exc:
             problems.append(f"failed to create handler {spec.name!r}: {exc}")
+        except Exception as exc:  # a plugin's factory bug is still a handler problem
+            problems.append(
+                f"failed to create handler {spec.name!r} ({spec.type}): {type(exc).__name__}: {exc}"
+            )
     if problems:
-        raise HandlerBuildError("; ".join(problems))
+        raise HandlerBuildError(problems)
     return built
 
 

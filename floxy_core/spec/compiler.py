@@ -70,7 +70,9 @@ def _handler_spec(raw: Mapping[str, Any], base_dir: str) -> HandlerSpec:
     if kind is None:
         text = (exec_ or "").strip()
         kind = "http" if text.startswith(("http://", "https://")) else "bash"
-    config = {k: v for k, v in raw.items() if k not in ("name", "type", "exec", "tls")}
+    config = {
+        k: v for k, v in raw.items() if k not in ("name", "type", "exec", "tls", "description")
+    }
     return HandlerSpec(
         name=raw["name"],
         type=kind,
@@ -165,7 +167,9 @@ def _add_steps(builder: Builder, steps: Sequence[Any], handlers: Mapping[str, Ha
             join = raw.get("join") or {}
             builder.join(join.get("name") or f"{raw['name']}_join", join.get("strategy", "all"))
         elif kind == "human":
-            builder.wait_human_confirm(raw["name"], timeout_ms=_ms(raw, "timeout"))
+            builder.wait_human_confirm(
+                raw["name"], timeout_ms=_ms(raw, "timeout"), metadata=raw.get("metadata")
+            )
         else:  # the schema makes this unreachable
             raise DefinitionError(f"unsupported step type {kind!r}")
 

@@ -465,3 +465,58 @@ def test_retry_after_is_honoured_within_the_retry_cap(harness: Any) -> None:
     h.run(Builder("rb").step("b", options=capped).build())
     first, second = h.handlers.calls[2:]
     assert second.at - first.at == pytest.approx(0.5, abs=1e-3)
+
+
+def test_dlq_requeue_inside_a_parallel_block_resumes_the_join(harness: Any) -> None:
+    h = harness(["x", "y", "after"])
+    h.handlers.failing("y", times=1)
+    wf = Builder("dp", max_retries=0, dlq=True).parallel("p", Task("x"), Task("y")).step("after")
+    iid = h.run(wf.build(), {"k": 1})
+    assert h.status(iid) is I.DLQ
+    (record,) = h.store.get_dlq(iid)
+    assert record.step_name == "y"
+    h.runtime.requeue(record.id)
+    h.drain()
+    assert h.status(iid) is I.COMPLETED
+    after = next(c for c in h.handlers.calls if c.handler == "after")
+    assert sorted(after.input["completed"]) == ["x", "y"] and after.input["failed"] == []
+
+
+def test_a_handler_that_overruns_its_timeout_fails_the_attempt(harness: Any) -> None:
+    h = harness(["slow"])
+
+    def slow(ctx: Any, data: Any) -> Any:
+        import time
+
+        time.sleep(0.05)
+        return {}
+
+    h.handlers.add("slow", slow)
+    iid = h.run(Builder("t", max_retries=0).step("slow", options=Options(timeout_ms=10)).build())
+    assert h.status(iid) is I.FAILED
+    assert "exceeded its timeout" in (h.store.get_instance(iid).error or "")
+
+
+def test_savepoint_inside_a_fork_branch_bounds_that_branch(harness: Any) -> None:
+    h = harness(["a", "b", "c", "undo_a", "undo_b"])
+    h.handlers.failing("c")
+    wf = (
+        Builder("fs", max_retries=0)
+        .fork(
+            "f",
+            lambda br: (
+                br.step("a")
+                .on_failure("undo_a")
+                .save_point("sp")
+                .step("b")
+                .on_failure("undo_b")
+                .step("c")
+            ),
+            lambda br: br.step("other", "a"),
+        )
+        .join("j")
+        .build()
+    )
+    iid = h.run(wf)
+    assert h.status(iid) is I.FAILED
+    assert h.handlers.order(compensation=True) == ["b"]
