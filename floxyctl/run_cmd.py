@@ -150,23 +150,40 @@ def _load(file: Path, flow: str | None) -> tuple[Any, Any]:
 
 
 def _read_input(path: Path | None) -> Any:
+    """Input from `-i FILE`, else stdin when it is not a terminal, else `{}`.
+
+    Strict: UTF-8 only, standard JSON only (no NaN/Infinity, which PostgreSQL refuses), and
+    nesting deep enough to exhaust the parser is a clear error rather than a crash.
+    """
     if path is not None:
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(f"cannot read input file {path}: {getattr(exc, 'strerror', None) or exc}")
+            raw = path.read_bytes()
+        except OSError as exc:
+            fail(f"cannot read input file {path}: {exc.strerror or exc}")
         source = str(path)
     elif not sys.stdin.isatty():
-        text = sys.stdin.read()
+        raw = sys.stdin.buffer.read()
         source = "stdin"
     else:
         return {}
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        fail(f"{source} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")
     if not text.strip():
         return {}
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=constant)
     except json.JSONDecodeError as exc:
         fail(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    except ValueError as exc:
+        fail(f"{source} is not valid JSON: {exc}")
+    except RecursionError:
+        fail(f"{source} is not usable: JSON nested too deeply")
 
 
 class _Session:

@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_CONFIG)
 
     setup_logging(config.log_format, config.log_level, config.secrets)
+    # Handlers inherit the environment: the daemon's database secrets are not theirs to see.
+    for name in ("FLOXY_DSN", "FLOXY_DB_PASSWORD", "PG_PASSWORD", "PGPASSWORD"):
+        os.environ.pop(name, None)
     import prometheus_client
 
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]

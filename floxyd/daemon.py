@@ -36,6 +36,10 @@ _FATAL_CONNECT = (
     "authentication failed",
     "invalid password",
     "ssl is not enabled",
+    "connection is bad: invalid",
+    "invalid connection option",
+    "invalid dsn",
+    'missing "="',
 )
 """Connection errors that waiting cannot fix: start-up fails at once instead of retrying."""
 

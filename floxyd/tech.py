@@ -390,6 +390,8 @@ def _make_handler(
                     )
 
         def _not_allowed(self) -> None:
+            # The body is never read, so the connection must not carry another request.
+            self.close_connection = True
             self._json(405, {"error": f"method {self.command} not allowed; use GET"})
 
         def __getattr__(self, name: str) -> Callable[[], None]:
@@ -407,6 +409,7 @@ def _make_handler(
             self.send_header("Content-Length", str(len(body)))
             if code == 405:
                 self.send_header("Allow", "GET")
+                self.send_header("Connection", "close")
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)

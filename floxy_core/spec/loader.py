@@ -310,12 +310,20 @@ class _Converter:
         return out
 
 
+def _text(value: str) -> str:
+    """YAML `\\uD83D\\uDE80` escapes arrive as two surrogates: join them into one character
+    (as PostgreSQL's jsonb does), and make a lone surrogate U+FFFD so every name is valid text."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in value):
+        return value
+    return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _scalar(value: Any) -> Any:
     """Strip ruamel's scalar subclasses (ScalarInt, ScalarBoolean, LiteralScalarString...)."""
-    if value is None or type(value) in (str, int, float, bool):
+    if value is None or type(value) in (int, float, bool):
         return value
     if isinstance(value, str):
-        return str(value)
+        return _text(str(value))
     if type(value).__name__ == "ScalarBoolean":  # an int subclass that means a bool
         return bool(value)
     if isinstance(value, bool):
