@@ -16,7 +16,7 @@ from typing import Any
 
 from floxy_core.engine.decisions import Engine, Outcome, Work
 from floxy_core.engine.state import HookCall, Transition
-from floxy_core.errors import HandlerError
+from floxy_core.errors import ConflictError, HandlerError, NotFoundError, StoreError
 from floxy_core.model import JSON, Instance, QueueItem, WorkflowDefinition
 from floxy_core.ports import Clock, Handler, StepContext, Store
 
@@ -175,7 +175,25 @@ class Runtime:
         finally:
             with self._running_lock:
                 self._running.pop(work.item_id, None)
-        self.transact(work.instance_id, lambda tx: self.engine.apply(tx, work, outcome))
+        self._record(work, outcome)
+
+    def _record(self, work: Work, outcome: Outcome) -> None:
+        """Apply a handler's outcome, retrying through a short store outage: dropping it would
+        run the step again after the lease (or fail a no_idempotent step for nothing)."""
+        delay = 0.1
+        deadline = time.monotonic() + self.engine.config.lease_ms / 1000.0
+        while True:
+            try:
+                self.transact(work.instance_id, lambda tx: self.engine.apply(tx, work, outcome))
+                return
+            except StoreError as exc:
+                if isinstance(exc, NotFoundError | ConflictError):
+                    raise
+                if time.monotonic() + delay > deadline or self._stop.is_set():
+                    raise
+                self._store_failed(work.worker, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _call(self, handler: Handler | None, work: Work, interrupt: threading.Event) -> Outcome:
         if handler is None:

@@ -24,6 +24,7 @@ from floxy_core.model import (
     HumanDecision,
     JoinStrategy,
     QueueItem,
+    StepDefinition,
     StepRecord,
     StepType,
 )
@@ -352,10 +353,12 @@ class Engine:
             self._enter_dlq(tx, row, error)
             return
         tx.event("step_failed", row.step_name, step_type=row.step_type.value, error=error)
-        found = joins.enclosing_block(tx.definition, row.step_name)
-        if found is not None and _join_strategy(tx, found[0].name) is JoinStrategy.ANY:
-            # Another branch may still succeed; the join fails only when every branch failed.
-            joins.branch_finished(tx, row, success=False)
+        chain = joins.enclosing_blocks(tx.definition, row.step_name)
+        race = next((b for b in chain if _join_strategy(tx, b[0].name) is JoinStrategy.ANY), None)
+        if race is not None:
+            # Only this branch of an `any` block failed; the join fails when every branch did.
+            self._stop_branch(tx, *race)
+            joins.branch_finished(tx, row, success=False, within=race)
             self._maybe_complete(tx)
             return
         tx.set_instance(InstanceStatus.ROLLING_BACK, error=error)
@@ -378,6 +381,15 @@ class Engine:
         if tx.instance.status is not InstanceStatus.DLQ:
             tx.set_instance(InstanceStatus.DLQ, error=error)
             tx.hook("workflow_paused", error=error)
+
+    def _stop_branch(self, tx: Transition, block: StepDefinition, branch: str) -> None:
+        """Skip what still runs in one branch of `block` (nested blocks inside it included)."""
+        message = f"Skipped: branch {branch!r} of {block.name!r} failed"
+        for other in list(tx.rows(*ACTIVE_STEP)):
+            if (block, branch) in joins.enclosing_blocks(tx.definition, other.step_name):
+                tx.update_step(other, StepStatus.SKIPPED, error=message, completed_at=tx.now)
+                tx.event("step_failed", other.step_name, reason="branch_failed", message=message)
+                tx.remove_queue_of(other.step_name)
 
     def _stop_active(self, tx: Transition, message: str, *, reason: str) -> None:
         """Nothing else runs for this instance: skip active steps and drop their queue items."""

@@ -35,6 +35,16 @@ def enclosing_block(definition: WorkflowDefinition, name: str) -> tuple[StepDefi
     return None
 
 
+def enclosing_blocks(definition: WorkflowDefinition, name: str) -> list[tuple[StepDefinition, str]]:
+    """Every block around `name` with the branch it is in, innermost first."""
+    chain: list[tuple[StepDefinition, str]] = []
+    current = name
+    while (found := enclosing_block(definition, current)) is not None:
+        chain.append(found)
+        current = found[0].name
+    return chain
+
+
 def block_steps(definition: WorkflowDefinition, block: StepDefinition) -> set[str]:
     """Every step inside the branches of `block` (nested blocks included)."""
     inside: set[str] = set()
@@ -76,9 +86,16 @@ def _entry_for_branch(tx: Transition, state: JoinState, branch: str, block: str)
     return None
 
 
-def branch_finished(tx: Transition, row: StepRecord, *, success: bool) -> bool:
-    """Tell the join of `row`'s block that `row` ended its branch. False when no join waits."""
-    found = enclosing_block(tx.definition, row.step_name)
+def branch_finished(
+    tx: Transition,
+    row: StepRecord,
+    *,
+    success: bool,
+    within: tuple[StepDefinition, str] | None = None,
+) -> bool:
+    """Tell the join of a block that `row` ended one of its branches (the innermost block, or
+    the one given in `within`). False when no join waits."""
+    found = within or enclosing_block(tx.definition, row.step_name)
     if found is None:
         return False
     block, branch = found

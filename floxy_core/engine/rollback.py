@@ -50,13 +50,12 @@ def begin(tx: Transition, failed: StepRecord | None, *, to_savepoint: bool) -> N
     for row in candidates:
         if compensation_of(tx.definition, tx.defn(row.step_name)) is None:
             tx.update_step(row, StepStatus.ROLLED_BACK)
-            if row is not failed:
-                tx.event(
-                    "step_completed",
-                    row.step_name,
-                    step_type=row.step_type.value,
-                    reason="rolled_back_no_compensation",
-                )
+            tx.event(
+                "step_completed",
+                row.step_name,
+                step_type=row.step_type.value,
+                reason="rolled_back_no_compensation",
+            )
         else:
             tx.update_step(row, StepStatus.COMPENSATION, compensation_retry_count=0)
     advance(tx)

@@ -218,6 +218,9 @@ def _parse_yaml(text: str, path: str, errors: list[SpecError]) -> Any:
         errors.append(SpecError(path, line, col, "", f"YAML syntax error: {reason}"))
     except RecursionError:
         errors.append(SpecError(path, 1, 1, "", "YAML nesting is too deep"))
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        # ruamel's constructors for explicit tags (`!!int x`, `!!bool x`) raise these directly
+        errors.append(SpecError(path, 1, 1, "", f"YAML value does not match its tag: {exc!r}"))
     return None
 
 

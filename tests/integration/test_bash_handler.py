@@ -157,7 +157,7 @@ def test_input_and_upper_cased_fields() -> None:
     assert env["FLAG"] == "true"
     assert env["NESTED"] == '{"a":1,"b":[1,"x"]}'
     assert env["ITEMS"] == "[1,2]"
-    assert env["NOTHING"] == ""
+    assert env["NOTHING"] == "null"
     assert env["MIXEDCASE"] == "m"
 
 

@@ -1,0 +1,1 @@
+"""Chaos tests: floxyd processes killed at random, PostgreSQL restarted, invariants checked."""

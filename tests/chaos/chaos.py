@@ -1,0 +1,1238 @@
+"""Chaos driver: mixed flows on several floxyd processes that are killed at random, a PostgreSQL
+restart in the middle, then a check of the invariants every run must keep.
+
+    python -m tests.chaos.chaos --instances 1000 --minutes 10          # the long form
+    python -m tests.chaos.chaos --instances 60 --minutes 0.75 --seed 7 # about the CI short form
+
+What it does:
+
+* starts its own throwaway PostgreSQL (initdb in a temporary directory; it must be restartable,
+  so the shared test cluster is not used), creates and migrates one database;
+* writes one workflow file with four flows (a sequential saga with compensations, a
+  `no_idempotent` step and a savepoint; a fork/join with a condition inside a branch and one after
+  the join; a parallel block followed by a fork with an `any` join; a DLQ-mode flow), all served
+  by one bash handler, `work.sh`;
+* runs N floxyd processes on it (short leases, short shutdown grace), starts the instances over
+  the first part of the run, SIGKILLs a random daemon every few seconds and restarts it, cancels a
+  few random instances through `Runtime.cancel`, and stops PostgreSQL (`pg_ctl stop -m fast`) and
+  starts it again on the same port and data directory once, half-way;
+* waits (with a deadline) for every instance to settle, stops the daemons, and checks the
+  invariants against the database and the handlers' ledger.
+
+Handler failures are planned by a seeded generator: each instance's input carries
+`{"plan": {"fail": {"step": n, "comp:step": m}, "sleep": s, "route": r}}`, and `work.sh` fails
+attempt k of a step while k < n (`FLOXY_RETRY_COUNT`), so the outcome of every instance is a
+function of the seed, except for what the chaos itself may change (a cancel, or a `no_idempotent`
+step refused after its worker was lost).
+
+The ledger: `work.sh` appends one line per call phase (`start`, then `ok` or `fail`) to the file
+named by `$CHAOS_LEDGER` (one file per daemon process, O_APPEND writes):
+`<time> <phase> <call-id> <instance> <step> <idempotency key> <attempt> <compensation> <pid>`,
+and every successful call puts its call id into its output, so a step's output can be traced to
+the one attempt that produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import itertools
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+TERMINAL = ("completed", "failed", "cancelled", "aborted")
+PAUSED = ("dlq",)
+MAX_RETRIES = 2
+"""Flow-level `max_retries` of the chaos flows (3 calls in all), except `parked`."""
+PARKED_RETRIES = 1
+COMP_RETRIES = 2
+COMP_REASONS = ("compensation_success", "rolled_back_no_compensation")
+REFUSED = "not re-run"
+"""Error text of a no_idempotent step whose worker was lost (engine `claim`)."""
+
+
+# --------------------------------------------------------------------------------------------
+# The workflows and the handler
+
+
+WORK_SH = r"""#!/usr/bin/env bash
+# Chaos handler: plays the failure plan carried by the input and writes the ledger.
+set -e
+comp=${FLOXY_COMPENSATION:-false}
+if [ "$comp" = true ]; then key="comp:$FLOXY_STEP_NAME"; else key="$FLOXY_STEP_NAME"; fi
+# The plan travels in every output; after a join it is found in the branch outputs.
+IFS=$'\t' read -r plan fails pause route < <(jq -rc --arg k "$key" '
+  (.plan // ([(.outputs // {})[] | objects | .plan | objects] | first) // {}) as $p
+  | [($p | tojson), ($p | .fail[$k] // 0), ($p.sleep // 0.1), ($p.route // 0)] | @tsv' <<<"$INPUT")
+call="$$.${EPOCHREALTIME/./}"
+line() {
+  echo "$EPOCHREALTIME $1 $call $FLOXY_INSTANCE_ID $FLOXY_STEP_NAME" \
+    "$FLOXY_IDEMPOTENCY_KEY $FLOXY_RETRY_COUNT $comp $$" >> "$CHAOS_LEDGER"
+}
+line start
+sleep "$pause"
+if [ "$FLOXY_RETRY_COUNT" -lt "$fails" ]; then
+  line fail
+  echo "planned failure of $key (attempt $FLOXY_RETRY_COUNT)" >&2
+  exit 1
+fi
+line ok
+printf '{"plan":%s,"route":%s,"step":"%s","key":"%s","attempt":%s,"call":"%s","comp":%s}\n' \
+  "$plan" "$route" "$FLOXY_STEP_NAME" "$FLOXY_IDEMPOTENCY_KEY" "$FLOXY_RETRY_COUNT" "$call" "$comp"
+"""
+
+
+def _comp(name: str) -> dict[str, Any]:
+    return {"handler": "work", "name": name, "max_retries": COMP_RETRIES, "retry_delay": "100ms"}
+
+
+def _task(name: str, undo: str | None = None, **options: Any) -> dict[str, Any]:
+    step: dict[str, Any] = {"name": name, "handler": "work", "retry_delay": "100ms", **options}
+    if undo:
+        step["on_failure"] = _comp(undo)
+    return step
+
+
+def workflow_file(script: Path) -> dict[str, Any]:
+    """The chaos workflow file (written as JSON, which is YAML)."""
+    return {
+        "handlers": [{"name": "work", "exec": str(script)}],
+        "flows": [
+            {
+                "name": "saga",
+                "max_retries": MAX_RETRIES,
+                "steps": [
+                    _task("reserve", "release"),
+                    _task("charge", "refund", no_idempotent=True),
+                    {"type": "savepoint", "name": "paid"},
+                    _task("pack", "unpack"),
+                    _task("ship", "unship"),
+                    _task("notify"),
+                ],
+            },
+            {
+                "name": "fanout",
+                "max_retries": MAX_RETRIES,
+                "steps": [
+                    _task("prepare", "unprepare"),
+                    {"type": "savepoint", "name": "prepared"},
+                    {
+                        "type": "fork",
+                        "name": "fan",
+                        "branches": [
+                            [_task("left1", "unleft1"), _task("left2", "unleft2")],
+                            [
+                                _task("right1", "unright1"),
+                                {
+                                    "type": "condition",
+                                    "name": "right_route",
+                                    "expr": "{{ gt .route 4 }}",
+                                    "else": [_task("right_slow", "unright_slow")],
+                                },
+                                _task("right_fast"),
+                            ],
+                        ],
+                        "join": {"name": "fan_join", "strategy": "all"},
+                    },
+                    _task("merge", "unmerge"),
+                    {
+                        "type": "condition",
+                        "name": "big",
+                        "expr": "{{ ge .route 7 }}",
+                        "else": [_task("small_finish")],
+                    },
+                    _task("big_finish", "unbig"),
+                ],
+            },
+            {
+                "name": "quotes",
+                "max_retries": MAX_RETRIES,
+                "steps": [
+                    {
+                        "type": "parallel",
+                        "name": "quote",
+                        "tasks": [_task("q1", "unq1"), _task("q2", "unq2")],
+                    },
+                    _task("pick", "unpick"),
+                    {
+                        "type": "fork",
+                        "name": "race",
+                        "branches": [[_task("r1", "unr1")], [_task("r2", "unr2"), _task("r3")]],
+                        "join": {"name": "race_join", "strategy": "any"},
+                    },
+                    _task("book", "unbook"),
+                ],
+            },
+            {
+                "name": "parked",
+                "dlq": True,
+                "max_retries": PARKED_RETRIES,
+                "steps": [_task("p1"), _task("p2"), _task("p3")],
+            },
+        ],
+    }
+
+
+FLOW_WEIGHTS = {"saga": 4, "fanout": 3, "quotes": 3, "parked": 1}
+TASKS = {
+    "saga": ["reserve", "charge", "pack", "ship", "notify"],
+    "fanout": [
+        "prepare", "left1", "left2", "right1", "right_slow", "right_fast", "merge",
+        "small_finish", "big_finish",
+    ],
+    "quotes": ["q1", "q2", "pick", "r1", "r2", "r3", "book"],
+    "parked": ["p1", "p2", "p3"],
+}  # fmt: skip
+NO_IDEMPOTENT = {"charge"}
+
+
+def retries_of(flow: str, step: str) -> int:
+    if step in NO_IDEMPOTENT:
+        return 0
+    return PARKED_RETRIES if flow == "parked" else MAX_RETRIES
+
+
+def make_plan(rng: random.Random, flow: str) -> dict[str, Any]:
+    """Per-step failures: mostly none, some retried, a few for good; some undos fail once."""
+    fail: dict[str, int] = {}
+    for step in TASKS[flow]:
+        r = rng.random()
+        if r < 0.035:
+            fail[step] = 9  # fails for good
+        elif r < 0.13:
+            fail[step] = 1
+        elif r < 0.16:
+            fail[step] = 2
+        if rng.random() < 0.15:
+            fail["comp:" + step] = 1
+    return {
+        "flow": flow,
+        "fail": fail,
+        "sleep": round(rng.uniform(0.05, 0.35), 3),
+        "route": rng.randint(0, 9),
+    }
+
+
+@dataclass(frozen=True)
+class Expected:
+    status: str
+    completed: frozenset[str]
+    """Task steps a completed instance must have completed (and no other task step)."""
+    may_fail: frozenset[str] = frozenset()
+    """Task steps of a completed instance that end `failed` (a losing branch of an `any` join)."""
+
+
+def expected_outcome(plan: dict[str, Any]) -> Expected:
+    flow, fail, route = plan["flow"], plan["fail"], plan["route"]
+
+    def broken(step: str) -> bool:
+        return int(fail.get(step, 0)) > retries_of(flow, step)
+
+    if flow == "saga":
+        path = TASKS["saga"]
+        return Expected("failed" if any(map(broken, path)) else "completed", frozenset(path))
+    if flow == "fanout":
+        path = [
+            "prepare", "left1", "left2", "right1",
+            "right_fast" if route > 4 else "right_slow",
+            "merge",
+            "big_finish" if route >= 7 else "small_finish",
+        ]  # fmt: skip
+        return Expected("failed" if any(map(broken, path)) else "completed", frozenset(path))
+    if flow == "quotes":
+        first_ok = not broken("r1")
+        second_ok = not broken("r2") and not broken("r3")
+        done = {"q1", "q2", "pick", "book"}
+        failing: set[str] = set()
+        for step, ran in (("r1", True), ("r2", True), ("r3", not broken("r2"))):
+            if ran:
+                (failing if broken(step) else done).add(step)
+        ok = not any(map(broken, ("q1", "q2", "pick", "book"))) and (first_ok or second_ok)
+        return Expected("completed" if ok else "failed", frozenset(done), frozenset(failing))
+    path = TASKS["parked"]
+    return Expected("dlq" if any(map(broken, path)) else "completed", frozenset(path))
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL that can be stopped and started again
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _bindir() -> Path:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    if candidates:
+        return Path(candidates[0]).parent
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    raise RuntimeError(
+        "PostgreSQL server binaries (initdb) not found: install postgresql-15 and "
+        "postgresql-15-partman (bash scripts/test.sh does this as root)"
+    )
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+class PgServer:
+    """A private PostgreSQL cluster (trust auth, no fsync) on a fixed port, restartable."""
+
+    def __init__(self) -> None:
+        self.bindir = _bindir()
+        self.root = tempfile.mkdtemp(prefix="floxy-chaos-pg-")
+        os.chmod(self.root, 0o777)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        self.datadir = os.path.join(self.root, "data")
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.admin_dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(self.bindir / "initdb"),
+                    *("-D", self.datadir, "-U", "postgres", "-A", "trust"),
+                    *("--no-sync", "-E", "UTF8"),
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+
+    def dsn(self, dbname: str) -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        import psycopg
+
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "300",
+            "shared_buffers": "128MB",
+        }
+        args = [str(self.bindir / "postgres"), "-D", self.datadir, "-p", str(self.port)]
+        args += ["-k", self.root]
+        for key, value in settings.items():
+            args += ["-c", f"{key}={value}"]
+        with open(os.path.join(self.root, "postgres.log"), "ab") as log:
+            self.process = subprocess.Popen(_as_postgres(args), stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(self.admin_dsn, connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"the chaos PostgreSQL exited at start-up; see {self.root}/postgres.log"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Fast shutdown (what SIGINT does): active transactions are rolled back."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            subprocess.run(
+                _as_postgres(
+                    [str(self.bindir / "pg_ctl"), "stop", "-D", self.datadir, "-m", "fast", "-w"]
+                ),
+                capture_output=True,
+                timeout=60,
+            )
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.send_signal(signal.SIGINT)
+                self.process.wait(30)
+        self.process = None
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        from floxy_core.storage.postgres.migrations import migrate
+
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        dsn = self.dsn(name)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            migrate(conn)
+        return dsn
+
+    def destroy(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# floxyd processes
+
+
+@dataclass
+class Incarnation:
+    """One floxyd process: slot `slot`, `gen`-th start of that slot."""
+
+    slot: int
+    gen: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+    ledger: Path
+    started: float
+    killed: float | None = None
+    exit_code: int | None = None
+
+
+class Daemons:
+    def __init__(self, workdir: Path, yaml: Path, dsn: str, workers: int, lease: str) -> None:
+        self.workdir = workdir
+        self.yaml = yaml
+        self.dsn = dsn
+        self.workers = workers
+        self.lease = lease
+        self.all: list[Incarnation] = []
+        self.current: dict[int, Incarnation] = {}
+        self.unexpected_exits: list[Incarnation] = []
+
+    def env(self, ledger: Path) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOXY_", "PG"))}
+        env.update(
+            FLOXY_DSN=self.dsn,
+            FLOXY_WORKERS=str(self.workers),
+            FLOXY_LEASE=self.lease,
+            FLOXY_SHUTDOWN_GRACE="200ms",
+            FLOXY_WORKER_INTERVAL="100ms",
+            FLOXY_CONNECT_TIMEOUT="120s",
+            FLOXY_TECH_ADDR="off",
+            FLOXY_STATS_INTERVAL="0",
+            FLOXY_MAINTENANCE_INTERVAL="0",
+            FLOXY_NO_PLUGINS="1",
+            CHAOS_LEDGER=str(ledger),
+        )
+        return env
+
+    def start(self, slot: int) -> Incarnation:
+        gen = sum(1 for i in self.all if i.slot == slot) + 1
+        log = self.workdir / f"floxyd-{slot}-{gen}.log"
+        ledger = self.workdir / f"ledger-{slot}-{gen}.txt"
+        ledger.touch()
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "floxyd", str(self.yaml)],
+                env=self.env(ledger),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+        inc = Incarnation(slot, gen, proc, log, ledger, time.time())
+        self.all.append(inc)
+        self.current[slot] = inc
+        return inc
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for inc in self.current.values():
+            while "floxyd started with" not in inc.log.read_text(errors="replace"):
+                if inc.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"floxyd exited with {inc.proc.returncode}:\n{inc.log.read_text()}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"floxyd not ready after {timeout}s:\n{inc.log.read_text()}")
+                time.sleep(0.05)
+
+    def kill(self, slot: int) -> Incarnation:
+        inc = self.current.pop(slot)
+        if inc.proc.poll() is None:
+            inc.proc.kill()
+            inc.killed = time.time()
+        inc.exit_code = inc.proc.wait(10)
+        return inc
+
+    def reap(self) -> list[int]:
+        """Slots whose daemon exited on its own (recorded as unexpected exits)."""
+        gone = []
+        for slot, inc in list(self.current.items()):
+            if inc.proc.poll() is not None:
+                inc.exit_code = inc.proc.returncode
+                self.unexpected_exits.append(inc)
+                del self.current[slot]
+                gone.append(slot)
+        return gone
+
+    def terminate_all(self, timeout: float = 20.0) -> None:
+        for inc in self.current.values():
+            if inc.proc.poll() is None:
+                inc.proc.send_signal(signal.SIGTERM)
+        for inc in self.current.values():
+            try:
+                inc.exit_code = inc.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                inc.proc.kill()
+                inc.exit_code = inc.proc.wait(10)
+        self.current.clear()
+
+    def kill_all(self) -> None:
+        for inc in self.all:
+            if inc.proc.poll() is None:
+                inc.proc.kill()
+                inc.proc.wait(10)
+
+
+def handler_processes(script: Path) -> list[int]:
+    """PIDs of bash handlers still running `script` (orphans of killed daemons)."""
+    found = []
+    needle = str(script).encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in cmdline and state not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class Config:
+    instances: int = 200
+    duration: float = 90.0
+    """Seconds of chaos (kills, cancels, the PostgreSQL restart); instances start in the first
+    70% of it."""
+    daemons: int = 3
+    workers: int = 4
+    kill_every: tuple[float, float] = (3.0, 6.0)
+    restart_after: float = 0.5
+    pg_restart: bool = True
+    pg_down_for: float = 2.0
+    cancels: int = 5
+    seed: int = 20240601
+    lease: str = "2s"
+    settle_timeout: float = 120.0
+    workdir: Path | None = None
+    keep: bool = False
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class Stats:
+    started: int = 0
+    kills: int = 0
+    daemon_restarts: int = 0
+    pg_restarts: int = 0
+    pg_restart_window: tuple[float, float] | None = None
+    cancels: list[int] = field(default_factory=list)
+    cancel_conflicts: int = 0
+    settle_seconds: float = 0.0
+    duration: float = 0.0
+    orphans_killed: int = 0
+
+
+@dataclass
+class Check:
+    name: str
+    checked: int = 0
+    violations: list[str] = field(default_factory=list)
+
+    def add(self, ok: bool, message: str) -> None:
+        self.checked += 1
+        if not ok:
+            self.violations.append(message)
+
+
+@dataclass
+class Report:
+    config: Config
+    stats: Stats
+    checks: list[Check]
+    figures: dict[str, Any]
+    workdir: Path
+
+    @property
+    def violations(self) -> int:
+        return sum(len(c.violations) for c in self.checks)
+
+    def table(self, details: int = 10) -> str:
+        width = max(len(c.name) for c in self.checks)
+        lines = [f"{'invariant':<{width}}  {'checked':>8}  {'violations':>10}"]
+        lines.append("-" * len(lines[0]))
+        for c in self.checks:
+            lines.append(f"{c.name:<{width}}  {c.checked:>8}  {len(c.violations):>10}")
+        lines.append("")
+        for key, value in self.figures.items():
+            lines.append(f"{key}: {value}")
+        for c in self.checks:
+            for message in c.violations[:details]:
+                lines.append(f"VIOLATION [{c.name}] {message}")
+            if len(c.violations) > details:
+                lines.append(f"VIOLATION [{c.name}] ... and {len(c.violations) - details} more")
+        return "\n".join(lines)
+
+
+def _retry(what: str, fn: Callable[[], Any], timeout: float = 90.0) -> Any:
+    """Call `fn` until the database answers (it is restarted during the run)."""
+    import psycopg
+
+    from floxy_core.errors import StoreError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except (StoreError, psycopg.OperationalError) as exc:
+            if (
+                isinstance(exc, StoreError)
+                and not isinstance(exc.__cause__, psycopg.OperationalError)
+                and "unavailable" not in str(exc)
+            ):
+                raise
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what}: database unavailable for {timeout}s") from exc
+            time.sleep(0.2)
+
+
+def run(config: Config) -> Report:
+    """Run the chaos scenario and check the invariants; see the module docstring."""
+    from floxy_core.errors import ConflictError
+    from floxy_core.runtime import Runtime
+    from floxy_core.storage.postgres.store import PostgresStore
+
+    say = config.log
+    rng = random.Random(config.seed)
+    owned_workdir = config.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="floxy-chaos-")) if owned_workdir else config.workdir
+    assert workdir is not None
+    workdir.mkdir(parents=True, exist_ok=True)
+    script = workdir / "work.sh"
+    script.write_text(WORK_SH)
+    yaml = workdir / "chaos.yaml"
+    yaml.write_text(json.dumps(workflow_file(script), indent=1))
+
+    stats = Stats()
+    began = time.monotonic()
+    pg = PgServer()
+    daemons: Daemons | None = None
+    store: PostgresStore | None = None
+    try:
+        pg.start()
+        dsn = pg.create_database("chaos")
+        say(f"chaos: PostgreSQL on port {pg.port}, work directory {workdir}")
+        daemons = Daemons(workdir, yaml, dsn, config.workers, config.lease)
+        for slot in range(config.daemons):
+            daemons.start(slot)
+        daemons.wait_ready()
+        store = PostgresStore(dsn, max_size=4, connect_timeout=30)
+        runtime = Runtime(store, {})
+
+        flows = list(FLOW_WEIGHTS)
+        weights = [FLOW_WEIGHTS[f] for f in flows]
+        inputs = []
+        for _ in range(config.instances):
+            flow = rng.choices(flows, weights)[0]
+            inputs.append((f"{flow}-v1", {"plan": make_plan(rng, flow)}))
+        window = config.duration * 0.7
+        submit_at = [window * i / max(1, config.instances) for i in range(config.instances)]
+        cancel_at = sorted(rng.uniform(0.1, 0.8) * config.duration for _ in range(config.cancels))
+        pg_restart_at = config.duration * 0.5 if config.pg_restart else None
+        next_kill = rng.uniform(*config.kill_every)
+        restarts: list[tuple[float, int]] = []
+        started_ids: list[int] = []
+        t0 = time.monotonic()
+
+        def elapsed() -> float:
+            return time.monotonic() - t0
+
+        say(
+            f"chaos: {config.instances} instances, {config.daemons} daemons x {config.workers} "
+            f"workers, {config.duration:.0f}s of chaos, seed {config.seed}"
+        )
+        while True:
+            now = elapsed()
+            while stats.started < config.instances and (
+                submit_at[stats.started] <= now or now >= config.duration
+            ):
+                workflow_id, data = inputs[stats.started]
+                started_ids.append(
+                    _retry("start", lambda w=workflow_id, d=data: runtime.start_instance(w, d))
+                )
+                stats.started += 1
+            if now >= config.duration and stats.started >= config.instances:
+                break
+            if now >= next_kill:
+                slot = rng.choice(sorted(daemons.current)) if daemons.current else None
+                if slot is not None:
+                    inc = daemons.kill(slot)
+                    stats.kills += 1
+                    restarts.append((now + config.restart_after, slot))
+                    say(
+                        f"chaos: t={now:5.1f}s SIGKILL floxyd {slot}.{inc.gen} (pid {inc.proc.pid})"
+                    )
+                next_kill = now + rng.uniform(*config.kill_every)
+            for slot in daemons.reap():
+                inc = daemons.unexpected_exits[-1]
+                say(
+                    f"chaos: t={now:5.1f}s floxyd {slot}.{inc.gen} exited by itself "
+                    f"({inc.exit_code})"
+                )
+                restarts.append((now + config.restart_after, slot))
+            for entry in [r for r in restarts if r[0] <= now]:
+                restarts.remove(entry)
+                daemons.start(entry[1])
+                stats.daemon_restarts += 1
+            if pg_restart_at is not None and now >= pg_restart_at:
+                pg_restart_at = None
+                say(f"chaos: t={now:5.1f}s stopping PostgreSQL (pg_ctl stop -m fast)")
+                down = time.time()
+                pg.stop()
+                time.sleep(config.pg_down_for)
+                pg.start()
+                stats.pg_restarts += 1
+                stats.pg_restart_window = (down, time.time())
+                say(f"chaos: t={elapsed():5.1f}s PostgreSQL is back on port {pg.port}")
+            while cancel_at and cancel_at[0] <= now:
+                cancel_at.pop(0)
+                # Mid-run instances among the latest started (not those paused in the DLQ).
+                candidates = [i for i in started_ids[-30:] if i not in stats.cancels]
+                active = _retry(
+                    "active instances",
+                    lambda c=candidates: [
+                        i
+                        for i in c
+                        if store.get_instance(i).status.value in ("running", "rolling_back")
+                    ],
+                )
+                if not active:
+                    continue
+                victim = rng.choice(active)
+                try:
+                    _retry("cancel", lambda v=victim: runtime.cancel(v, "chaos", "random cancel"))
+                    stats.cancels.append(victim)
+                    say(f"chaos: t={now:5.1f}s cancelled instance {victim}")
+                except ConflictError:
+                    stats.cancel_conflicts += 1
+            time.sleep(0.05)
+
+        # Calm: every daemon up, then wait for every instance to settle.
+        for _, slot in restarts:
+            daemons.start(slot)
+            stats.daemon_restarts += 1
+        for slot in daemons.reap():
+            daemons.start(slot)
+            stats.daemon_restarts += 1
+        settle_from = time.monotonic()
+        say(f"chaos: chaos over after {elapsed():.0f}s; waiting for the instances to settle")
+        deadline = settle_from + config.settle_timeout
+        while time.monotonic() < deadline:
+            left = _retry("unsettled", lambda: _unsettled(store))
+            if left == 0:
+                break
+            for slot in daemons.reap():
+                daemons.start(slot)
+                stats.daemon_restarts += 1
+            time.sleep(0.5)
+        stats.settle_seconds = time.monotonic() - settle_from
+        # Orphaned handlers of killed daemons may still be writing the ledger.
+        orphan_deadline = time.monotonic() + 5
+        while handler_processes(script) and time.monotonic() < orphan_deadline:
+            time.sleep(0.1)
+        for pid in handler_processes(script):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+                stats.orphans_killed += 1
+        daemons.terminate_all()
+        stats.duration = time.monotonic() - began
+        say(f"chaos: settled in {stats.settle_seconds:.1f}s; checking the invariants")
+        checks, figures = check_invariants(store, dsn, workdir, daemons, stats, config)
+        return Report(config, stats, checks, figures, workdir)
+    finally:
+        if store is not None:
+            store.close()
+        if daemons is not None:
+            daemons.kill_all()
+            for pid in handler_processes(script):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+        pg.destroy()
+        if owned_workdir and not config.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _unsettled(store: Any) -> int:
+    with store.pool.connection() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM workflows.workflow_instances "
+            "WHERE status NOT IN ('completed', 'failed', 'cancelled', 'aborted', 'dlq')"
+        ).fetchone()
+    return int(row[0])
+
+
+# --------------------------------------------------------------------------------------------
+# The invariants
+
+
+@dataclass(frozen=True)
+class Call:
+    at: float
+    phase: str
+    call: str
+    instance: int
+    step: str
+    key: str
+    attempt: int
+    compensation: bool
+    pid: int
+    incarnation: Incarnation
+
+
+def read_ledger(daemons: Daemons) -> list[Call]:
+    calls = []
+    for inc in daemons.all:
+        for line in inc.ledger.read_text().splitlines():
+            parts = line.split()
+            if len(parts) != 9:
+                continue  # a line cut by a kill cannot happen with O_APPEND, but be safe
+            at, phase, call, iid, step, key, attempt, comp, pid = parts
+            calls.append(
+                Call(
+                    float(at), phase, call, int(iid), step, key, int(attempt), comp == "true",
+                    int(pid), inc,
+                )
+            )  # fmt: skip
+    calls.sort(key=lambda c: c.at)
+    return calls
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def check_invariants(
+    store: Any, dsn: str, workdir: Path, daemons: Daemons, stats: Stats, config: Config
+) -> tuple[list[Check], dict[str, Any]]:
+    """Read the database and the ledger; return the checks and the figures of the run."""
+    import psycopg
+
+    from floxy_core.builder import descendants
+
+    with psycopg.connect(dsn) as conn:
+        instances = {
+            r[0]: {"id": r[0], "workflow_id": r[1], "status": r[2], "input": r[3], "error": r[4]}
+            for r in conn.execute(
+                "SELECT id, workflow_id, status, input, error FROM workflows.workflow_instances"
+            )
+        }
+        steps: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for r in conn.execute(
+            "SELECT instance_id, step_name, step_type, status, output, error, retry_count, "
+            "compensation_retry_count, idempotency_key, completed_at, id "
+            "FROM workflows.workflow_steps ORDER BY id"
+        ):
+            steps[r[0]][r[1]] = {
+                "name": r[1], "type": r[2], "status": r[3], "output": r[4], "error": r[5],
+                "retry_count": r[6], "comp_retry_count": r[7], "key": str(r[8]),
+                "completed_at": _epoch(r[9]), "id": r[10],
+            }  # fmt: skip
+        events: dict[int, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+        for r in conn.execute(
+            "SELECT instance_id, event_type, payload FROM workflows.workflow_events ORDER BY id"
+        ):
+            events[r[0]].append((r[1], r[2] or {}))
+        queue = Counter(
+            r[0] for r in conn.execute("SELECT instance_id FROM workflows.workflow_queue")
+        )
+        dlq: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        for r in conn.execute("SELECT instance_id, step_name, reason FROM workflows.workflow_dlq"):
+            dlq[r[0]].append((r[1], r[2]))
+
+    definitions = {
+        wid: store.get_definition(wid) for wid in {i["workflow_id"] for i in instances.values()}
+    }
+    calls = read_ledger(daemons)
+    by_step: dict[tuple[int, str, bool], list[Call]] = defaultdict(list)
+    by_call: dict[str, Call] = {}
+    for c in calls:
+        by_step[(c.instance, c.step, c.compensation)].append(c)
+        if c.phase == "ok":
+            by_call[c.call] = c
+
+    settled = Check("every instance terminal or visibly paused (dlq)")
+    outcome = Check("outcome as planned by the seed (cancel/refusal aside)")
+    once = Check("completed step: output from one successful attempt")
+    retries = Check("completed step: retries as planned, one step_retry event each")
+    comps = Check("failed/cancelled: compensated after savepoint, reverse order")
+    at_most_once = Check("no_idempotent step never called twice")
+    leftovers = Check("terminal instance: no queue row, no running/pending step")
+    events_check = Check("every state change has its event")
+    exactly_once = Check("state transitions recorded exactly once")
+    dup_success = 0
+    dup_success_steps = 0
+    dup_comp = 0
+    refusals = 0
+    refused_after_ok = 0
+    refused_live = 0
+    lease = _seconds(config.lease)
+    cancelled_by_us = set(stats.cancels)
+
+    for iid, inst in sorted(instances.items()):
+        status = inst["status"]
+        plan = (inst["input"] or {}).get("plan", {})
+        flow = plan.get("flow", inst["workflow_id"].rsplit("-v", 1)[0])
+        definition = definitions[inst["workflow_id"]]
+        rows = steps.get(iid, {})
+        evs = events.get(iid, [])
+        where = f"instance {iid} ({flow}, {status})"
+
+        # 1. settled
+        ok = status in TERMINAL or (status in PAUSED and bool(dlq.get(iid)))
+        settled.add(
+            ok,
+            f"{where} is stuck: steps "
+            + ", ".join(f"{n}={r['status']}" for n, r in rows.items())
+            + f"; queue rows {queue.get(iid, 0)}",
+        )
+
+        # 2. outcome as planned
+        expected = expected_outcome(plan)
+        refused = [r for r in rows.values() if r["error"] and REFUSED in r["error"]]
+        refusals += len(refused)
+        for r in refused:
+            ran = [c for c in by_step.get((iid, r["name"], False), [])]
+            if any(c.phase == "ok" for c in ran):
+                refused_after_ok += 1
+            for c in ran:
+                killed = c.incarnation.killed
+                if c.phase == "start" and (killed is None or killed > c.at + lease + 3.0):
+                    refused_live += 1
+                    config.log(
+                        f"chaos: {where}: no_idempotent {r['name']} refused although daemon "
+                        f"{c.incarnation.slot}.{c.incarnation.gen} that ran it at {c.at:.3f} "
+                        f"was {'never killed' if killed is None else f'killed at {killed:.3f}'}"
+                    )
+        if iid in cancelled_by_us:
+            ok = status == "cancelled"
+        elif refused:
+            ok = status in ("failed", "cancelled")
+        else:
+            ok = status == expected.status
+        outcome.add(ok, f"{where}: expected {expected.status} from plan {plan}")
+        if status == "completed" and iid not in cancelled_by_us:
+            tasks = {n for n, r in rows.items() if r["type"] == "task"}
+            done = {n for n in tasks if rows[n]["status"] == "completed"}
+            failed = {n for n in tasks if rows[n]["status"] == "failed"}
+            outcome.add(
+                done == set(expected.completed) and failed <= set(expected.may_fail),
+                f"{where}: completed tasks {sorted(done)}, failed {sorted(failed)}; "
+                f"expected {sorted(expected.completed)} (may fail {sorted(expected.may_fail)})",
+            )
+
+        # 3. output provenance; duplicate successes are at-least-once evidence
+        for name, r in rows.items():
+            if r["type"] != "task" or r["status"] not in ("completed", "rolled_back"):
+                continue
+            if r["status"] == "rolled_back" and r["output"] is None:
+                continue
+            out = r["output"] if isinstance(r["output"], dict) else {}
+            call = by_call.get(str(out.get("call")))
+            once.add(
+                call is not None
+                and call.instance == iid
+                and call.step == name
+                and call.key == r["key"]
+                and not call.compensation
+                and call.attempt == r["retry_count"],
+                f"{where}: step {name} output {out.get('call')!r} (attempt "
+                f"{out.get('attempt')}) does not match one successful call with key {r['key']} "
+                f"at attempt {r['retry_count']}",
+            )
+            oks = [c for c in by_step.get((iid, name, False), []) if c.phase == "ok"]
+            if len(oks) > 1:
+                dup_success += len(oks) - 1
+                dup_success_steps += 1
+
+        # 4. retries as planned (only the plan decides how many attempts fail)
+        for name, r in rows.items():
+            if r["type"] != "task" or r["status"] != "completed":
+                continue
+            planned = int(plan.get("fail", {}).get(name, 0))
+            retry_events = sum(
+                1 for t, p in evs if t == "step_retry" and p.get("step_name") == name
+            )
+            retries.add(
+                r["retry_count"] == planned and retry_events == planned,
+                f"{where}: step {name} retry_count {r['retry_count']}, step_retry events "
+                f"{retry_events}, planned failures {planned}",
+            )
+
+        # 5. compensations of failed and cancelled instances
+        if status in ("failed", "cancelled"):
+            scope: set[str] | None = None
+            savepoints = [n for n, d in definition.steps.items() if d.type.value == "save_point"]
+            for sp in savepoints:
+                if status == "failed" and rows.get(sp, {}).get("status") == "completed":
+                    scope = set(descendants(definition, sp))
+            first_ok: list[tuple[float, str]] = []
+            for name, r in rows.items():
+                d = definition.steps[name]
+                comp_calls = by_step.get((iid, name, True), [])
+                comp_oks = [c for c in comp_calls if c.phase == "ok"]
+                in_scope = scope is None or name in scope
+                if len(comp_oks) > 1:
+                    dup_comp += len(comp_oks) - 1
+                if not in_scope:
+                    comps.add(
+                        not comp_calls and r["status"] == "completed",
+                        f"{where}: step {name} before the savepoint is {r['status']} with "
+                        f"{len(comp_calls)} compensation calls",
+                    )
+                    continue
+                if r["status"] == "completed":
+                    comps.add(False, f"{where}: step {name} completed but never compensated")
+                elif r["status"] == "rolled_back":
+                    if d.on_failure:
+                        comps.add(
+                            bool(comp_oks),
+                            f"{where}: step {name} rolled back without a successful "
+                            f"compensation call",
+                        )
+                        if comp_oks:
+                            first_ok.append((comp_oks[0].at, name))
+                    else:
+                        comps.add(True, "")
+                elif r["status"] == "failed" and any(
+                    s == name and reason == "compensation max retries exceeded"
+                    for s, reason in dlq.get(iid, [])
+                ):
+                    comps.add(True, "")
+                else:
+                    comps.add(
+                        not comp_oks,
+                        f"{where}: step {name} is {r['status']} yet was compensated "
+                        f"{len(comp_oks)} times",
+                    )
+            first_ok.sort()
+            order = [n for _, n in first_ok]
+            # The failed step's own compensation first, then newest completion first.
+            with_error = [n for n in order if rows[n]["error"]]
+            without = [n for n in order if not rows[n]["error"]]
+            times = [rows[n]["completed_at"] or 0.0 for n in without]
+            reverse = all(a >= b for a, b in itertools.pairwise(times))
+            comps.add(
+                order == with_error + without and reverse,
+                f"{where}: compensation order {order}; completion times "
+                + ", ".join(f"{n}={rows[n]['completed_at']}" for n in order),
+            )
+
+        # 6. no_idempotent at most once
+        for name in TASKS.get(flow, []):
+            if name not in NO_IDEMPOTENT or name not in rows:
+                continue
+            starts = [c for c in by_step.get((iid, name, False), []) if c.phase == "start"]
+            at_most_once.add(
+                len(starts) <= 1, f"{where}: no_idempotent {name} called {len(starts)} times"
+            )
+
+        # 7. nothing left behind by a terminal instance
+        if status in TERMINAL:
+            active = [n for n, r in rows.items() if r["status"] in ("running", "pending")]
+            leftovers.add(
+                not queue.get(iid) and not active,
+                f"{where}: {queue.get(iid, 0)} queue rows, active steps {active}",
+            )
+
+        # 8. every state change has its event
+        def has(
+            type_: str,
+            name: str | None = None,
+            test: Callable[[dict[str, Any]], bool] = lambda p: True,
+            evs: list[tuple[str, dict[str, Any]]] = evs,
+        ) -> bool:
+            return any(
+                t == type_ and (name is None or p.get("step_name") == name) and test(p)
+                for t, p in evs
+            )
+
+        events_check.add(
+            sum(1 for t, _ in evs if t == "workflow_started") == 1,
+            f"{where}: workflow_started events != 1",
+        )
+        if status in TERMINAL:
+            events_check.add(has(f"workflow_{status}"), f"{where}: no workflow_{status} event")
+        if status == "dlq":
+            events_check.add(
+                has("step_failed", test=lambda p: p.get("reason") == "dlq"),
+                f"{where}: dlq without a step_failed(reason=dlq) event",
+            )
+        for name, r in rows.items():
+            st = r["status"]
+            if st == "completed":
+                ok = has("step_completed", name, lambda p: p.get("reason") not in COMP_REASONS)
+                if r["type"] == "task":
+                    ok = ok and has("step_started", name)
+            elif st == "failed":
+                ok = has("step_failed", name)
+            elif st == "rolled_back":
+                ok = has("step_completed", name, lambda p: p.get("reason") in COMP_REASONS)
+            elif st == "skipped":
+                ok = has("step_failed", name)
+            elif st == "paused":
+                ok = has("step_failed", name, lambda p: p.get("reason") == "dlq") or status == "dlq"
+            else:
+                ok = True
+            what = f"{where}: step {name} is {st} without its event"
+            if st == "rolled_back" and r["error"]:
+                what += f" (the failed step itself, error {r['error']!r}; no step_completed event)"
+            events_check.add(ok, what)
+
+        # 9. exactly-once transitions
+        ends = [t for t, _ in evs if t in {f"workflow_{s}" for s in TERMINAL}]
+        exactly_once.add(
+            len(ends) == (1 if status in TERMINAL else 0)
+            and (not ends or ends[0] == f"workflow_{status}"),
+            f"{where}: terminal events {ends}",
+        )
+        for name in rows:
+            plain = sum(
+                1 for t, p in evs
+                if t == "step_completed" and p.get("step_name") == name
+                and p.get("reason") not in COMP_REASONS
+            )  # fmt: skip
+            undone = sum(
+                1 for t, p in evs
+                if t == "step_completed" and p.get("step_name") == name
+                and p.get("reason") in COMP_REASONS
+            )  # fmt: skip
+            exactly_once.add(
+                plain <= 1 and undone <= 1,
+                f"{where}: step {name}: {plain} step_completed and {undone} rollback events",
+            )
+
+    if config.keep:
+        dump = {
+            iid: {**inst, "steps": steps.get(iid, {}), "events": events.get(iid, [])}
+            for iid, inst in instances.items()
+        }
+        (workdir / "state.json").write_text(json.dumps(dump, indent=1, default=str))
+    statuses = Counter(i["status"] for i in instances.values())
+    figures = {
+        "instances": len(instances),
+        "by status": dict(sorted(statuses.items())),
+        "daemons": config.daemons,
+        "SIGKILLs": stats.kills,
+        "daemon restarts": stats.daemon_restarts,
+        "unexpected daemon exits": len(daemons.unexpected_exits),
+        "PostgreSQL restarts": stats.pg_restarts,
+        "cancels": f"{len(stats.cancels)} (+{stats.cancel_conflicts} refused: already terminal)",
+        "handler calls": sum(1 for c in calls if c.phase == "start"),
+        "compensation calls": sum(1 for c in calls if c.phase == "start" and c.compensation),
+        "duplicate successful calls (at-least-once)": f"{dup_success} on {dup_success_steps} steps",
+        "duplicate successful compensations (at-least-once)": dup_comp,
+        "no_idempotent steps refused after a lost worker": (
+            f"{refusals} ({refused_after_ok} whose call had succeeded; "
+            f"{refused_live} run by a daemon not killed within lease+3s)"
+        ),
+        "orphaned handler processes killed at the end": stats.orphans_killed,
+        "settle time": f"{stats.settle_seconds:.1f}s",
+        "duration": f"{stats.duration:.0f}s",
+        "seed": config.seed,
+    }
+    checks = [
+        settled,
+        outcome,
+        once,
+        retries,
+        comps,
+        at_most_once,
+        leftovers,
+        events_check,
+        exactly_once,
+    ]
+    return checks, figures
+
+
+def _seconds(text: str) -> float:
+    from floxy_core.durations import parse_duration_ms
+
+    return parse_duration_ms(text) / 1000.0
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.chaos.chaos",
+        description="Kill floxyd processes and restart PostgreSQL under load; check invariants.",
+    )
+    parser.add_argument("--instances", type=int, default=1000)
+    parser.add_argument("--minutes", type=float, default=10.0, help="minutes of chaos")
+    parser.add_argument("--daemons", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--kill-every", default="3,8", help="seconds between kills: MIN,MAX")
+    parser.add_argument("--cancels", type=int, default=None, help="default: instances / 40")
+    parser.add_argument("--seed", type=int, default=20240601)
+    parser.add_argument("--no-pg-restart", action="store_true")
+    parser.add_argument("--settle", type=float, default=300.0, help="settle deadline, seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    low, high = (float(x) for x in args.kill_every.split(","))
+    config = Config(
+        instances=args.instances,
+        duration=args.minutes * 60,
+        daemons=args.daemons,
+        workers=args.workers,
+        kill_every=(low, high),
+        cancels=args.cancels if args.cancels is not None else max(3, args.instances // 40),
+        seed=args.seed,
+        pg_restart=not args.no_pg_restart,
+        settle_timeout=args.settle,
+        keep=args.keep,
+        log=lambda m: print(m, flush=True),
+    )
+    report = run(config)
+    print(report.table(details=30), flush=True)
+    if config.keep:
+        print(f"work directory kept: {report.workdir}")
+    return 1 if report.violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Property tests (hypothesis): the loader, the condition parser and engine decisions."""
