@@ -110,8 +110,11 @@ def _cli_child(out: str) -> None:
     )
 
 
-def profile_cli(runs: int) -> None:
-    bench.bytecode_cache_env()
+def profile_cli(runs: int, spec_cache: bool) -> None:
+    bench.isolated_env()
+    if not spec_cache:
+        os.environ["FLOXY_NO_CACHE"] = "1"
+    what = "warm workflow-file cache" if spec_cache else "no workflow-file cache (FLOXY_NO_CACHE=1)"
     ctl = bench.floxyctl_path()
     # Warm the bytecode cache, then time plain runs (no profiler) for the wall-clock context.
     walls = bench.timed_runs([ctl, "run", "-f", str(bench.THREE_STEPS)], runs)
@@ -143,7 +146,8 @@ def profile_cli(runs: int) -> None:
     wall = statistics.median(walls)
     profiled = statistics.median(durations)
     print(
-        f"floxyctl run -f {bench.THREE_STEPS.relative_to(ROOT)}: median wall {wall * 1000:.0f} ms"
+        f"floxyctl run -f {bench.THREE_STEPS.relative_to(ROOT)}, {what}: "
+        f"median wall {wall * 1000:.0f} ms"
     )
     print(f"  interpreter start+exit (python -c pass): {statistics.median(bare) * 1000:.0f} ms")
     print(f"  profiled main() (pyinstrument, {runs} runs, median): {profiled * 1000:.0f} ms")
@@ -209,7 +213,7 @@ def print_stats(profiles: list[cProfile.Profile], total_thread_s: float, top: in
     print(f"\nShare of worker wall time, inclusive (cumulative), total {total_thread_s:.1f} s:")
     rows = sorted(raw.items(), key=lambda kv: -kv[1][3])
     shown = 0
-    for func, (_cc, nc, tt, ct, _callers) in rows:
+    for func, (_cc, nc, _tt, ct, _callers) in rows:
         name = label(func)
         if name.startswith(("threading.py", "<")) or "_worker" in name:
             continue
@@ -218,7 +222,7 @@ def print_stats(profiles: list[cProfile.Profile], total_thread_s: float, top: in
         if shown >= top:
             break
     print(f"\nShare of worker wall time, self (tottime), total {total_thread_s:.1f} s:")
-    for func, (_cc, nc, tt, ct, _callers) in sorted(raw.items(), key=lambda kv: -kv[1][2])[:top]:
+    for func, (_cc, nc, tt, _ct, _callers) in sorted(raw.items(), key=lambda kv: -kv[1][2])[:top]:
         print(f"  {100 * tt / total_thread_s:5.1f}%  {tt:7.2f}s  {nc:8d} calls  {label(func)}")
 
 
@@ -343,7 +347,8 @@ def profile_engine(kind: str, instances: int, top: int) -> None:
             trips.enabled = False
         steps = read()
         print(
-            f"{kind}: {steps} steps in {elapsed:.2f}s = {steps / elapsed:.0f} steps/s under cProfile"
+            f"{kind}: {steps} steps in {elapsed:.2f}s = "
+            f"{steps / elapsed:.0f} steps/s under cProfile"
         )
         print_stats(runtime.profiles, elapsed * len(runtime.profiles), top)
         if trips is not None:
@@ -377,12 +382,24 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10, help="cli: profiled runs")
     parser.add_argument("--instances", type=int, default=300, help="postgres/memory backlog")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--no-spec-cache",
+        action="store_true",
+        help="cli: profile with FLOXY_NO_CACHE=1 (a file's first run) instead of a cache hit",
+    )
     args = parser.parse_args()
-    if args.path == "cli":
-        profile_cli(args.runs)
-    else:
-        bench.bytecode_cache_env()
-        profile_engine(args.path, args.instances, args.top)
+    try:
+        if args.path == "cli":
+            profile_cli(args.runs, spec_cache=not args.no_spec_cache)
+        else:
+            bench.isolated_env()
+            profile_engine(args.path, args.instances, args.top)
+    finally:
+        cache = os.environ.get("FLOXY_CACHE_DIR", "")
+        if "floxy-bench-spec-cache-" in cache:
+            import shutil
+
+            shutil.rmtree(cache, ignore_errors=True)
     return 0
 
 

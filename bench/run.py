@@ -71,6 +71,12 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all threads) so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_mib() -> float:
     # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -90,10 +96,17 @@ def floxyctl_path() -> str:
     return found
 
 
-def timed_runs(argv: list[str], n: int, *, env: dict[str, str] | None = None) -> list[float]:
-    """Wall seconds of `n` runs of `argv` (stdin /dev/null, output discarded), after a warm-up."""
+def timed_runs(
+    argv: list[str], n: int, *, env: dict[str, str] | None = None, cpu: list[float] | None = None
+) -> list[float]:
+    """Wall seconds of `n` runs of `argv` (stdin /dev/null, output discarded), after a warm-up.
+
+    `cpu`, when given, receives the CPU seconds (user + system) of each run, its children
+    included: a figure that a busy machine disturbs much less than the wall time.
+    """
     times: list[float] = []
     for i in range(n + 1):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         done = subprocess.run(
             argv,
@@ -105,12 +118,15 @@ def timed_runs(argv: list[str], n: int, *, env: dict[str, str] | None = None) ->
             check=False,
         )
         elapsed = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(argv)} exited {done.returncode}: {done.stderr.decode()[-2000:]}"
             )
         if i > 0:  # the first run warms the page cache and .pyc files
             times.append(elapsed)
+            if cpu is not None:
+                cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return times
 
 
@@ -192,10 +208,18 @@ def bench_cli_run_3step(quick: bool) -> Results:
     env = None  # the caller's environment, as a user would have it
 
     log(f"floxyctl run -f {THREE_STEPS.relative_to(ROOT)} x{n}")
-    runs = timed_runs([ctl, "run", "-f", str(THREE_STEPS)], n, env=env)
+    run_cpu: list[float] = []
+    runs = timed_runs([ctl, "run", "-f", str(THREE_STEPS)], n, env=env, cpu=run_cpu)
     r.add("run_wall_median", statistics.median(runs) * 1000, "ms")
     r.add("run_wall_p90", percentile(runs, 90) * 1000, "ms")
     r.add("run_wall_min", min(runs) * 1000, "ms")
+    r.add("run_cpu_median", statistics.median(run_cpu) * 1000, "ms")
+
+    log(f"floxyctl run x{n} without floxy's workflow-file cache (FLOXY_NO_CACHE=1)")
+    uncached = timed_runs(
+        [ctl, "run", "-f", str(THREE_STEPS)], n, env={**os.environ, "FLOXY_NO_CACHE": "1"}
+    )
+    r.add("run_wall_median_no_spec_cache", statistics.median(uncached) * 1000, "ms")
 
     log(f"floxyctl run x{max(3, n // 4)} without a bytecode cache (PYTHONDONTWRITEBYTECODE=1)")
     no_cache = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
@@ -204,8 +228,10 @@ def bench_cli_run_3step(quick: bool) -> Results:
     r.add("run_wall_median_no_pyc", statistics.median(cold) * 1000, "ms")
 
     log(f"floxyctl --help x{n}")
-    helps = timed_runs([ctl, "--help"], n, env=env)
+    help_cpu: list[float] = []
+    helps = timed_runs([ctl, "--help"], n, env=env, cpu=help_cpu)
     r.add("help_wall_median", statistics.median(helps) * 1000, "ms")
+    r.add("help_cpu_median", statistics.median(help_cpu) * 1000, "ms")
 
     log(f"python -c pass x{n} (interpreter start-up, the floor under every figure)")
     bare = timed_runs([sys.executable, "-c", "pass"], n, env=env)
@@ -264,6 +290,8 @@ def bench_engine_memory_throughput(quick: bool) -> Results:
     repeats = 1 if quick else 3
     flow = linear_flow("bench_mem", steps)
 
+    cpu_used: list[float] = []
+
     def one_run(n: int) -> tuple[float, float, int]:
         inc, read = counting()
         store = MemoryStore(seed=1)
@@ -273,11 +301,13 @@ def bench_engine_memory_throughput(quick: bool) -> Results:
         for i in range(n):
             runtime.start_instance(flow.id, {"i": i})
         t1 = time.perf_counter()
+        c1 = cpu_seconds()
         runtime.start()
         try:
             wait_terminal_memory(store, n, timeout=120)
         finally:
             t2 = time.perf_counter()
+            cpu_used.append(cpu_seconds() - c1)
             runtime.stop()
         bad = [i for i in store.list_instances() if i.status.value != "completed"]
         if bad:
@@ -285,15 +315,22 @@ def bench_engine_memory_throughput(quick: bool) -> Results:
         return t1 - t0, t2 - t1, read()
 
     one_run(20)  # warm-up: imports, first-call paths
-    rates, creates = [], []
+    rates, creates, cpu_per_step = [], [], []
     for k in range(repeats):
         create_s, run_s, calls = one_run(instances)
         rates.append(calls / run_s)
         creates.append(instances / create_s)
+        cpu_per_step.append(cpu_used[-1] / calls)
         log(f"run {k + 1}/{repeats}: {calls} steps in {run_s:.2f}s = {calls / run_s:.0f} steps/s")
     r.add("steps_per_s", statistics.median(rates), "steps/s")
+    r.add("cpu_per_step", statistics.median(cpu_per_step) * 1e6, "µs")
     r.add("instances_started_per_s", statistics.median(creates), "inst/s")
     r.details["steps_per_s_runs"] = rates
+    # The backlog size matters: MemoryStore.claim scans every queued instance under its lock.
+    for backlog in (100,) if quick else (100, 1500):
+        _, run_s, calls = one_run(backlog)
+        r.add(f"steps_per_s_backlog_{backlog}", calls / run_s, "steps/s")
+        log(f"backlog {backlog}: {calls / run_s:.0f} steps/s")
 
     # Memory: a separate run under tracemalloc (which slows Python down, so it is not timed).
     gc.collect()
@@ -454,6 +491,26 @@ class RoundTrips:
         return out
 
 
+def server_cpu_seconds(datadir: str | None) -> float | None:
+    """CPU seconds used so far by the live backends of the throwaway server (None: unknown)."""
+    if datadir is None:
+        return None
+    try:
+        postmaster = Path(datadir, "data", "postmaster.pid").read_text().split()[0]
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == postmaster:  # ppid; then utime, stime are fields 14, 15 of stat
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def bench_postgres_throughput(quick: bool) -> Results:
     import psycopg
 
@@ -556,17 +613,24 @@ def bench_postgres_throughput(quick: bool) -> Results:
         # Throughput: a backlog of `instances` created first, then drained by the workers.
         log(f"throughput: creating {instances} instances x {steps} steps")
         c0 = time.perf_counter()
+        # A fresh Runtime: one that was stopped cannot be started again (`_draining` stays set).
+        runtime = Runtime(store, {"noop": Noop("noop", inc)}, workers=workers)
         ids = [runtime.start_instance(flow.id, {"i": i}) for i in range(instances)]
         create_s = time.perf_counter() - c0
         before = read()
         trips.enabled = True
         t1 = time.perf_counter()
+        c1 = cpu_seconds()
+        datadir = cluster.datadir if cluster is not None else None
+        s1 = server_cpu_seconds(datadir)
         runtime.start()
         while finished(ids) < len(ids):
             if time.perf_counter() - t1 > 300:
                 raise RuntimeError("postgres backlog did not drain in 300 s")
             time.sleep(0.05)
         elapsed = time.perf_counter() - t1
+        client_cpu = cpu_seconds() - c1
+        s2 = server_cpu_seconds(datadir)
         trips.enabled = False
         runtime.stop()
         calls = read() - before
@@ -583,6 +647,9 @@ def bench_postgres_throughput(quick: bool) -> Results:
             raise RuntimeError(f"not every instance completed: {statuses}")
         queue_to_done, claim_to_done = latencies(ids)
         r.add("steps_per_s", calls / elapsed, "steps/s")
+        r.add("client_cpu_per_step", client_cpu * 1000 / calls, "ms")
+        if s1 is not None and s2 is not None:
+            r.add("server_cpu_per_step", (s2 - s1) * 1000 / calls, "ms")
         r.add("instances_started_per_s", instances / create_s, "inst/s")
         r.add("backlog_step_latency_p50", percentile(queue_to_done, 50) * 1000, "ms")
         r.add("backlog_step_latency_p99", percentile(queue_to_done, 99) * 1000, "ms")
@@ -637,7 +704,10 @@ def generated_yaml(steps: int) -> str:
 
 
 def bench_yaml_load(quick: bool) -> Results:
+    """Load + validate + compile. The main figures bypass floxy's workflow-file cache
+    (FLOXY_NO_CACHE=1, read at each call); `*_cached_*` rows show a cache hit."""
     r = Results("yaml_load")
+    os.environ["FLOXY_NO_CACHE"] = "1"
     t0 = time.perf_counter()
     from floxy_core.spec import load_workflow_file
 
@@ -645,29 +715,39 @@ def bench_yaml_load(quick: bool) -> Results:
     n_small = 20 if quick else 100
     n_big = 3 if quick else 10
 
+    def timed(path: Path, n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            load_workflow_file(path)
+            out.append(time.perf_counter() - t0)
+        return out
+
     t0 = time.perf_counter()
     load_workflow_file(ORDER_SAGA)
     cold = time.perf_counter() - t0
-    warm = []
-    for _ in range(n_small):
-        t0 = time.perf_counter()
-        load_workflow_file(ORDER_SAGA)
-        warm.append(time.perf_counter() - t0)
-    r.add("order_saga_cold", cold * 1000, "ms")
-    r.add("order_saga_warm_median", statistics.median(warm) * 1000, "ms")
     r.add("import_floxy_core_spec", import_s * 1000, "ms")
+    r.add("order_saga_first_load", cold * 1000, "ms")
+    r.add("order_saga_median", statistics.median(timed(ORDER_SAGA, n_small)) * 1000, "ms")
 
     with tempfile.TemporaryDirectory(prefix="floxy-bench-") as tmp:
         big = Path(tmp) / "steps_500.yaml"
         big.write_text(generated_yaml(500), encoding="utf-8")
-        times = []
-        for _ in range(n_big):
-            t0 = time.perf_counter()
-            loaded = load_workflow_file(big)
-            times.append(time.perf_counter() - t0)
-        count = len(loaded.flow(None).steps)
-    r.add("steps_500_median", statistics.median(times) * 1000, "ms")
-    r.add("steps_500_per_step", statistics.median(times) * 1e6 / 500, "µs")
+        times = timed(big, n_big)
+        count = len(load_workflow_file(big).flow(None).steps)
+        r.add("steps_500_median", statistics.median(times) * 1000, "ms")
+        r.add("steps_500_per_step", statistics.median(times) * 1e6 / 500, "µs")
+
+        os.environ.pop("FLOXY_NO_CACHE")
+        os.environ["FLOXY_CACHE_DIR"] = os.path.join(tmp, "cache")
+        load_workflow_file(ORDER_SAGA)  # fills the cache (no-op if this floxy has none)
+        load_workflow_file(big)
+        r.add(
+            "order_saga_cached_median",
+            statistics.median(timed(ORDER_SAGA, n_small)) * 1000,
+            "ms",
+        )
+        r.add("steps_500_cached_median", statistics.median(timed(big, n_big)) * 1000, "ms")
     r.details["steps_500_compiled_step_count"] = count
     return r
 
@@ -683,8 +763,8 @@ BENCHMARKS: dict[str, Callable[[bool], Results]] = {
 }
 
 
-def bytecode_cache_env() -> None:
-    """Give every child a bytecode cache, as an installed floxy has.
+def isolated_env() -> None:
+    """Caches as a user has them: bytecode yes, floxy's workflow-file cache private and empty.
 
     With PYTHONDONTWRITEBYTECODE set and an editable install, every start would compile
     floxy's sources again (+60-100 ms per command) — not what a user sees. The cache lives in a
@@ -695,6 +775,10 @@ def bytecode_cache_env() -> None:
     os.environ.setdefault(
         "PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(), "floxy-bench-pycache")
     )
+    # floxy's cache of validated workflow files (floxy_core/spec/cache.py): a private, empty
+    # one per benchmark run, so that results do not depend on (or fill) ~/.cache/floxy.
+    os.environ.pop("FLOXY_NO_CACHE", None)
+    os.environ["FLOXY_CACHE_DIR"] = tempfile.mkdtemp(prefix="floxy-bench-spec-cache-")
 
 
 def run_child(name: str, quick: bool, timeout: float) -> dict[str, Any]:
@@ -774,7 +858,7 @@ def main() -> int:
 
     names = args.only or list(BENCHMARKS)
     no_pyc_env = os.environ.get("PYTHONDONTWRITEBYTECODE")
-    bytecode_cache_env()
+    isolated_env()
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "commit": git_commit(),
@@ -782,13 +866,17 @@ def main() -> int:
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
         "pycache_prefix": os.environ["PYTHONPYCACHEPREFIX"],
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
         "caller_had_PYTHONDONTWRITEBYTECODE": bool(no_pyc_env),
     }
     print(
         f"floxy benchmarks ({'quick' if args.quick else 'full'}) at {meta['commit']}, "
-        f"{meta['date']}, Python {meta['python']}, {meta['machine']}",
+        f"{meta['date']}, Python {meta['python']}, {meta['machine']}, "
+        f"load average {meta['loadavg_before'][0]}",
         file=sys.stderr,
     )
+    if meta["loadavg_before"][0] > 0.5 * (os.cpu_count() or 1):
+        print("  warning: the machine is busy; figures will be noisy", file=sys.stderr)
     results, failed = [], []
     started = time.perf_counter()
     for name in names:
@@ -799,9 +887,15 @@ def main() -> int:
             print(f"  FAILED: {exc}", file=sys.stderr)
             failed.append(name)
     meta["total_seconds"] = round(time.perf_counter() - started, 1)
+    meta["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    shutil.rmtree(os.environ["FLOXY_CACHE_DIR"], ignore_errors=True)
     print()
     print(table(row for res in results for row in res["rows"]))
-    print(f"\n{len(results)} benchmark(s) in {meta['total_seconds']}s", end="")
+    print(
+        f"\n{len(results)} benchmark(s) in {meta['total_seconds']}s at {meta['commit']}, "
+        f"load average {meta['loadavg_before'][0]} -> {meta['loadavg_after'][0]}",
+        end="",
+    )
     print(f"; FAILED: {', '.join(failed)}" if failed else "")
     if args.json:
         document = {"meta": meta, "benchmarks": results, "failed": failed}
