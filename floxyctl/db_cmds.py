@@ -9,6 +9,7 @@ into one `floxyctl: error: ...` line with exit 2. Heavy imports stay inside the 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -46,6 +47,7 @@ def register(app: typer.Typer) -> None:
         ("abort", abort, DB_EPILOG),
         ("decide", decide, DB_EPILOG),
         ("inspect", inspect, DB_EPILOG),
+        ("list", status, DB_EPILOG),
         ("status", status, DB_EPILOG),
         ("migrate", migrate, DB_EPILOG),
     ]
@@ -57,7 +59,9 @@ def register(app: typer.Typer) -> None:
         rich_markup_mode=None,
     )
     dlq.command("list", epilog=DB_EPILOG)(with_db(dlq_list))
+    dlq.command("show", epilog=DB_EPILOG)(with_db(dlq_show))
     dlq.command("requeue", epilog=DB_EPILOG)(with_db(dlq_requeue))
+    dlq.command("delete", epilog=DB_EPILOG)(with_db(dlq_delete))
     app.add_typer(dlq, name="dlq")
 
 
@@ -558,24 +562,7 @@ def dlq_list(
     with open_store(db) as store, guard(db):
         records = store.get_dlq(instance_id, limit=limit)
     if output is OutputFormat.json:
-        _json(
-            {
-                "dlq": [
-                    {
-                        "id": r.id,
-                        "instance_id": r.instance_id,
-                        "workflow_id": r.workflow_id,
-                        "step": r.step_name,
-                        "step_type": r.step_type.value,
-                        "input": r.input,
-                        "error": r.error,
-                        "reason": r.reason,
-                        "created_at": _iso(r.created_at),
-                    }
-                    for r in records
-                ]
-            }
-        )
+        _json({"dlq": [_dlq_document(r) for r in records]})
         return
     if not records:
         print("The DLQ is empty.")
@@ -595,6 +582,54 @@ def dlq_list(
             for r in records
         ],
     )
+
+
+def _dlq_document(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "instance_id": r.instance_id,
+        "workflow_id": r.workflow_id,
+        "step": r.step_name,
+        "step_type": r.step_type.value,
+        "input": r.input,
+        "error": r.error,
+        "reason": r.reason,
+        "created_at": _iso(r.created_at),
+    }
+
+
+DlqIdArg = Annotated[
+    str, typer.Argument(metavar="DLQ_ID", help="DLQ record ID.", show_default=False)
+]
+
+
+def dlq_show(record: DlqIdArg, output: OutputOpt = OutputFormat.text, *, db: DbSettings) -> None:
+    """Show one dead-letter record with its input and full error.
+
+    Example: floxyctl dlq show 7 --output json
+    """
+    dlq_id = _parse_id(record, "DLQ record ID")
+    with open_store(db) as store, guard(db):
+        found = store.find_dlq(dlq_id)
+    document = _dlq_document(found)
+    if output is OutputFormat.json:
+        _json(document)
+        return
+    for key in ("id", "instance_id", "workflow_id", "step", "step_type", "reason", "created_at"):
+        print(f"{key}: {document[key]}")
+    print("input: " + json.dumps(found.input, ensure_ascii=False))
+    print("error: " + (found.error or ""))
+
+
+def dlq_delete(record: DlqIdArg, *, db: DbSettings) -> None:
+    """Delete a dead-letter record you have dealt with by hand (nothing is run).
+
+    Example: floxyctl dlq delete 7
+    """
+    dlq_id = _parse_id(record, "DLQ record ID")
+    with open_store(db) as store, guard(db, "failed to delete: "):
+        store.delete_dlq(dlq_id)
+    print(f"DLQ record {dlq_id} deleted")
 
 
 def dlq_requeue(

@@ -393,6 +393,8 @@ def test_dlq_list_and_requeue(db: str, store: PostgresStore, tmp_path: Path) -> 
         {"amount": 5},
     )
     assert "card declined" in record["error"]
+    assert as_json("dlq", "show", str(record["id"]), dsn=db) == record
+    assert "card declined" in ok("dlq", "show", str(record["id"]), dsn=db)
     assert as_json("dlq", "list", "--instance", "999", dsn=db) == {"dlq": []}
     assert f"{record['id']}" in ok("dlq", "list", "--instance", str(instance_id), dsn=db)
     inspected = as_json("inspect", str(instance_id), dsn=db)
@@ -416,6 +418,26 @@ def test_dlq_list_and_requeue(db: str, store: PostgresStore, tmp_path: Path) -> 
 
     gone = floxyctl("dlq", "requeue", str(record["id"]), dsn=db)
     assert f"DLQ record {record['id']} not found" in usage_error(gone)
+    assert f"DLQ record {record['id']} not found" in usage_error(
+        floxyctl("dlq", "show", str(record["id"]), dsn=db)
+    )
+
+
+def test_dlq_delete_and_list_alias(db: str, store: PostgresStore) -> None:
+    def charge(ctx: StepContext, data: Any) -> Any:
+        raise HandlerError("card declined", retryable=False)
+
+    worker = Runtime(store, {"charge": Py("charge", charge)})
+    instance_id = start(db, "pay-v1", {"amount": 9})
+    drive(worker, instance_id, lambda: store.get_instance(instance_id).status is InstanceStatus.DLQ)
+    (record,) = as_json("dlq", "list", "--instance", str(instance_id), dsn=db)["dlq"]
+    assert ok("dlq", "delete", str(record["id"]), dsn=db).strip() == (
+        f"DLQ record {record['id']} deleted"
+    )
+    assert as_json("dlq", "list", "--instance", str(instance_id), dsn=db) == {"dlq": []}
+    assert "not found" in usage_error(floxyctl("dlq", "delete", str(record["id"]), dsn=db))
+    listed = ok("list", "--status", "dlq", dsn=db)
+    assert str(instance_id) in listed and "pay-v1" in listed
 
 
 # -- migrations and connections ----------------------------------------------------------------

@@ -660,6 +660,12 @@ class PostgresStore:
             raise NotFoundError(f"DLQ record {dlq_id} not found")
         return self._dlq(row)
 
+    def delete_dlq(self, dlq_id: int) -> None:
+        """Forget a DLQ record that was dealt with by hand."""
+        with self._conn() as conn:
+            if conn.execute(q("delete_dlq"), {"id": dlq_id}).rowcount == 0:
+                raise NotFoundError(f"DLQ record {dlq_id} not found")
+
     def stats(self) -> dict[str, int]:
         with self._conn() as conn:
             cur = conn.execute(q("stats_summary"))
