@@ -40,6 +40,15 @@ FileOpt = Annotated[
         show_default=False,
     ),
 ]
+InputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "-i",
+        "--input",
+        help="JSON input file. Default: stdin when it is not a terminal, else {}.",
+        show_default=False,
+    ),
+]
 OutputOpt = Annotated[
     OutputFormat,
     typer.Option("--output", help="text for people; json for programs (one document on stdout)."),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from floxyctl import exits
-from floxyctl.app import FileOpt, OutputFormat, OutputOpt, fail, plugins
+from floxyctl.app import FileOpt, InputOpt, OutputFormat, OutputOpt, fail, plugins
 from floxyctl.db import DB_EPILOG, DbSettings, connect, guard, open_store, with_db
 
 if TYPE_CHECKING:
@@ -266,15 +266,7 @@ def start(
             show_default=False,
         ),
     ],
-    input_file: Annotated[
-        Path | None,
-        typer.Option(
-            "-i",
-            "--input",
-            help="JSON input file. Default: stdin when it is not a terminal, else {}.",
-            show_default=False,
-        ),
-    ] = None,
+    input_file: InputOpt = None,
     wait: Annotated[
         bool,
         typer.Option("--wait", help="Follow the instance until it ends (floxyd runs the steps)."),

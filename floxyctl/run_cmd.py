@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from floxyctl import exits
-from floxyctl.app import FileOpt, OutputFormat, OutputOpt, fail, plugins
+from floxyctl.app import FileOpt, InputOpt, OutputFormat, OutputOpt, fail, plugins
 
 
 def register(app: typer.Typer) -> None:
@@ -24,15 +24,7 @@ def register(app: typer.Typer) -> None:
 
 def run(
     file: FileOpt,
-    input_file: Annotated[
-        Path | None,
-        typer.Option(
-            "-i",
-            "--input",
-            help="JSON input file. Default: stdin when it is not a terminal, else {}.",
-            show_default=False,
-        ),
-    ] = None,
+    input_file: InputOpt = None,
     flow: Annotated[
         str | None,
         typer.Option(

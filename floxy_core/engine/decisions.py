@@ -123,17 +123,12 @@ class Engine:
                 return None
             if not self._has_handler(tx, item, comp.handler, handlers, "comp"):
                 return None
-            self._lease(tx, item, worker)
-            return Work(
-                item_id=item.id,
-                worker=worker,
-                instance_id=inst.id,
-                workflow_id=inst.workflow_id,
-                step_name=row.step_name,
-                handler=comp.handler,
-                input=row.input,
-                idempotency_key=row.idempotency_key,
-                retry_count=row.compensation_retry_count,
+            return self._lease(
+                tx,
+                item,
+                worker,
+                row,
+                comp.handler,
                 compensation=True,
                 timeout_ms=comp.timeout_ms or definition.timeout_ms,
                 metadata={**comp.metadata, "reason": "compensation"},
@@ -165,28 +160,49 @@ class Engine:
             )
             return None
         self._mark_running(tx, row)
-        self._lease(tx, item, worker)
-        return Work(
-            item_id=item.id,
-            worker=worker,
-            instance_id=inst.id,
-            workflow_id=inst.workflow_id,
-            step_name=row.step_name,
-            handler=definition.handler,
-            input=row.input,
-            idempotency_key=row.idempotency_key,
-            retry_count=row.retry_count,
+        return self._lease(
+            tx,
+            item,
+            worker,
+            row,
+            definition.handler,
             compensation=False,
             timeout_ms=definition.timeout_ms,
             metadata=dict(definition.metadata),
         )
 
-    def _lease(self, tx: Transition, item: QueueItem, worker: str) -> None:
+    def _lease(
+        self,
+        tx: Transition,
+        item: QueueItem,
+        worker: str,
+        row: StepRecord,
+        handler: str,
+        *,
+        compensation: bool,
+        timeout_ms: int | None,
+        metadata: Mapping[str, Any],
+    ) -> Work:
+        """Hold the item for `worker` for one lease and describe the call to make."""
         tx.touch_queue(
             item,
             attempted_at=tx.now,
             attempted_by=worker,
             lease_until=tx.now + self.config.lease_ms / 1000.0,
+        )
+        return Work(
+            item_id=item.id,
+            worker=worker,
+            instance_id=tx.instance.id,
+            workflow_id=tx.instance.workflow_id,
+            step_name=row.step_name,
+            handler=handler,
+            input=row.input,
+            idempotency_key=row.idempotency_key,
+            retry_count=row.compensation_retry_count if compensation else row.retry_count,
+            compensation=compensation,
+            timeout_ms=timeout_ms,
+            metadata=metadata,
         )
 
     def _has_handler(
