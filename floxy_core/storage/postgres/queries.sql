@@ -24,12 +24,14 @@ VALUES (%(workflow_id)s, 'pending', %(input)s, %(now)s, %(now)s)
 RETURNING id, created_at;
 
 -- name: lock_instance
-SELECT id FROM workflows.workflow_instances WHERE id = %(id)s FOR UPDATE;
+SELECT created_at FROM workflows.workflow_instances WHERE id = %(id)s FOR UPDATE;
 
 -- name: try_lock_instance
-SELECT id FROM workflows.workflow_instances WHERE id = %(id)s FOR UPDATE SKIP LOCKED;
+SELECT created_at FROM workflows.workflow_instances WHERE id = %(id)s FOR UPDATE SKIP LOCKED;
 
 -- name: load_state
+-- Bounded by the instance's created_at (an hour of clock skew allowed either way) so that
+-- PostgreSQL prunes the daily partitions of steps, joins and DLQ records to one or two.
 SELECT i.workflow_id, i.status, i.input, i.output, i.error, i.created_at,
        i.updated_at, i.started_at, i.completed_at,
        (SELECT coalesce(json_agg(json_build_object(
@@ -40,12 +42,14 @@ SELECT i.workflow_id, i.status, i.input, i.output, i.error, i.created_at,
                   'idempotency_key', s.idempotency_key, 'created_at', s.created_at,
                   'started_at', s.started_at, 'completed_at', s.completed_at)
                ORDER BY s.created_at, s.id), '[]')
-        FROM workflows.workflow_steps s WHERE s.instance_id = %(id)s) AS steps,
+        FROM workflows.workflow_steps s WHERE s.instance_id = %(id)s
+          AND s.created_at >= %(since)s AND s.created_at < %(until)s) AS steps,
        (SELECT coalesce(json_agg(json_build_object(
                   'id', j.id, 'join_step', j.join_step_name, 'waiting_for', j.waiting_for,
                   'completed', j.completed, 'failed', j.failed, 'strategy', j.join_strategy,
                   'is_ready', j.is_ready, 'created_at', j.created_at)), '[]')
-        FROM workflows.workflow_join_state j WHERE j.instance_id = %(id)s) AS joins,
+        FROM workflows.workflow_join_state j WHERE j.instance_id = %(id)s
+          AND j.created_at >= %(since)s AND j.created_at < %(until)s) AS joins,
        (SELECT coalesce(json_agg(json_build_object(
                   'id', q.id, 'step_id', q.step_id, 'scheduled_at', q.scheduled_at,
                   'priority', q.priority, 'attempted_at', q.attempted_at,
@@ -60,11 +64,12 @@ SELECT i.workflow_id, i.status, i.input, i.output, i.error, i.created_at,
                   'id', x.id, 'step_name', x.step_name, 'step_type', x.step_type,
                   'input', x.input, 'error', x.error, 'reason', x.reason,
                   'created_at', x.created_at) ORDER BY x.id), '[]')
-        FROM workflows.workflow_dlq x WHERE x.instance_id = %(id)s) AS dlq,
+        FROM workflows.workflow_dlq x WHERE x.instance_id = %(id)s
+          AND x.created_at >= %(since)s AND x.created_at < %(until)s) AS dlq,
        (SELECT json_build_object('cancel_type', c.cancel_type, 'requested_by', c.requested_by,
                                  'reason', c.reason, 'created_at', c.created_at)
         FROM workflows.workflow_cancel_requests c WHERE c.instance_id = %(id)s) AS cancel_request
-FROM workflows.workflow_instances i WHERE i.id = %(id)s;
+FROM workflows.workflow_instances i WHERE i.id = %(id)s AND i.created_at = %(created)s;
 
 -- name: update_instance
 UPDATE workflows.workflow_instances

@@ -16,7 +16,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from floxy_core.engine.state import HookCall, InstanceState, Transition
@@ -211,9 +211,10 @@ class PostgresStore:
     ) -> tuple[T, list[HookCall]]:
         def run() -> tuple[T, list[HookCall]]:
             with self._conn() as conn, conn.transaction():
-                if conn.execute(q("lock_instance"), {"id": instance_id}).fetchone() is None:
+                locked = conn.execute(q("lock_instance"), {"id": instance_id}).fetchone()
+                if locked is None:
                     raise NotFoundError(f"instance {instance_id} not found")
-                state, keys = self._load(conn, instance_id)
+                state, keys = self._load(conn, instance_id, locked[0], now)
                 tx = Transition(state, now, self._rng)
                 result = decide(tx)
                 self._persist(conn, tx, keys)
@@ -235,10 +236,11 @@ class PostgresStore:
                 if row is None:
                     return False, None, []
                 item_id, instance_id = int(row[0]), int(row[1])
-                if conn.execute(q("try_lock_instance"), {"id": instance_id}).fetchone() is None:
+                locked = conn.execute(q("try_lock_instance"), {"id": instance_id}).fetchone()
+                if locked is None:
                     skip.append(instance_id)
                     return None
-                state, keys = self._load(conn, instance_id)
+                state, keys = self._load(conn, instance_id, locked[0], now)
                 tx = Transition(state, now, self._rng)
                 item = next(i for i in state.queue if i.id == item_id)
                 result = decide(tx, item)
@@ -253,8 +255,19 @@ class PostgresStore:
 
     # -- loading and persisting -------------------------------------------------------------
 
-    def _load(self, conn: psycopg.Connection[Any], instance_id: int) -> tuple[InstanceState, _Keys]:
-        row = conn.execute(q("load_state"), {"id": instance_id}).fetchone()
+    def _load(
+        self, conn: psycopg.Connection[Any], instance_id: int, created: datetime, now: float
+    ) -> tuple[InstanceState, _Keys]:
+        skew = timedelta(hours=1)
+        row = conn.execute(
+            q("load_state"),
+            {
+                "id": instance_id,
+                "created": created,
+                "since": created - skew,
+                "until": max(created, _ts(now) or created) + skew,
+            },
+        ).fetchone()
         if row is None:
             raise NotFoundError(f"instance {instance_id} not found")
         (workflow_id, status, data, output, error, created, updated, started, completed) = row[:9]
