@@ -359,7 +359,7 @@ def profile_engine(kind: str, instances: int, top: int) -> None:
                 each = v["ms_each"]
                 cost = (
                     ""
-                    if each != each
+                    if each is None
                     else f"  {each:6.2f} ms each  {each * v['per_step']:6.2f} ms/step"
                 )
                 print(f"  {v['per_step']:5.2f}/step  {k:32s}{cost}")

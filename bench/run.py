@@ -486,8 +486,9 @@ class RoundTrips:
         for key, n in self.counts.most_common():
             if key[0] == "main":
                 continue
-            ms = self.seconds.get(key, 0.0) * 1000 / n if key in self.seconds else float("nan")
-            out[f"{key[0]}:{key[1]}"] = {"per_step": round(n / steps, 3), "ms_each": round(ms, 3)}
+            # BEGIN/COMMIT are counted only: their time lands in the `transaction()` block.
+            ms = round(self.seconds[key] * 1000 / n, 3) if key in self.seconds else None
+            out[f"{key[0]}:{key[1]}"] = {"per_step": round(n / steps, 3), "ms_each": ms}
         return out
 
 
