@@ -437,16 +437,19 @@ class PostgresStore:
             ).fetchone()
             assert new_id is not None
             item.id = int(new_id[0])
-        for event in tx.events:
-            cur.execute(
+        if tx.events:  # one batch: a step writes several events
+            cur.executemany(
                 q("insert_event"),
-                {
-                    "instance_id": inst.id,
-                    "step_id": keys.step_ids.get(event.step_name or ""),
-                    "event_type": event.type,
-                    "payload": _json(dict(event.payload)),
-                    "created_at": _ts(event.at),
-                },
+                [
+                    {
+                        "instance_id": inst.id,
+                        "step_id": keys.step_ids.get(event.step_name or ""),
+                        "event_type": event.type,
+                        "payload": _json(dict(event.payload)),
+                        "created_at": _ts(event.at),
+                    }
+                    for event in tx.events
+                ],
             )
         for record in tx.new_dlq:
             new_id = cur.execute(
