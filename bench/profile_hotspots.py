@@ -228,22 +228,33 @@ def print_stats(profiles: list[cProfile.Profile], total_thread_s: float, top: in
 
 def explain_hot_queries(dsn: str, instance_id: int) -> None:
     """Server-side planning and execution time of the per-step queries (EXPLAIN ANALYZE)."""
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
 
     import psycopg
 
     from floxy_core.storage.postgres.sql import q
 
     now = datetime.now(UTC)
-    probes = [
-        ("load_state", {"id": instance_id}),
-        ("lock_instance", {"id": instance_id}),
-        ("try_lock_instance", {"id": instance_id}),
-        ("claim_candidate", {"now": now, "rate": 0.0, "skip": []}),
-        ("next_due", {}),
-    ]
     print("\nServer side, one EXPLAIN (ANALYZE) each, custom plan (first execution):")
     with psycopg.connect(dsn, autocommit=True) as conn:
+        created = conn.execute(
+            "SELECT created_at FROM workflows.workflow_instances WHERE id = %s", (instance_id,)
+        ).fetchone()[0]
+        # Every parameter any version of these queries uses; psycopg ignores the unused ones.
+        # `since`/`until` bound the partition key the way PostgresStore does since 31cb00f.
+        ident = {
+            "id": instance_id,
+            "created": created,
+            "since": created - timedelta(hours=1),
+            "until": now + timedelta(hours=1),
+        }
+        probes = [
+            ("load_state", ident),
+            ("lock_instance", ident),
+            ("try_lock_instance", ident),
+            ("claim_candidate", {"now": now, "rate": 0.0, "skip": []}),
+            ("next_due", {}),
+        ]
         parts = conn.execute(
             "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
             "WHERE p.relname = 'workflow_steps'"
