@@ -235,6 +235,7 @@ class Runtime:
     def start(self) -> None:
         """Start the worker threads and the watcher that interrupts stopped instances."""
         self._stop.clear()
+        self._draining.clear()
         for index in range(self.workers):
             name = f"{self._prefix}-w{index + 1}"
             thread = threading.Thread(target=self._worker, args=(name,), name=name, daemon=True)

@@ -520,3 +520,19 @@ def test_savepoint_inside_a_fork_branch_bounds_that_branch(harness: Any) -> None
     iid = h.run(wf)
     assert h.status(iid) is I.FAILED
     assert h.handlers.order(compensation=True) == ["b"]
+
+
+def test_a_stopped_runtime_can_be_started_again(harness: Any) -> None:
+    import time
+
+    h = harness(["a"])
+    wf = Builder("restart").step("a").build()
+    h.runtime.start()
+    h.runtime.stop()
+    iid = h.start(wf)
+    h.runtime.start()
+    deadline = time.monotonic() + 20
+    while not h.status(iid).terminal and time.monotonic() < deadline:
+        time.sleep(0.02)
+    h.runtime.stop()
+    assert h.status(iid) is I.COMPLETED

@@ -495,7 +495,8 @@ class PostgresStore:
                     "reason": request.reason,
                 },
             )
-        if tx.new_queue or tx.dirty_queue:
+        if tx.new_queue or any(item.attempted_by is None for item in tx.dirty_queue):
+            # only work another worker could take: not the lease a claim just wrote
             cur.execute(f"NOTIFY {CHANNEL}")
 
     @staticmethod
