@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -309,29 +308,23 @@ def explain_hot_queries(dsn: str, instance_id: int) -> None:
 
 
 def profile_engine(kind: str, instances: int, top: int) -> None:
-    import psycopg
+    if kind == "postgres":
+        with bench.postgres_database() as (dsn, _cluster):
+            _profile_engine(kind, instances, top, dsn)
+    else:
+        _profile_engine(kind, instances, top, None)
 
+
+def _profile_engine(kind: str, instances: int, top: int, dsn: str | None) -> None:
     from floxy_core.storage.memory import MemoryStore
 
     flow = bench.linear_flow(f"prof_{kind}", 5)
     inc, read = bench.counting()
-    cluster = None
     store: Any
     trips = None
-    if kind == "postgres":
+    if dsn is not None:
         from floxy_core.storage.postgres import PostgresStore
 
-        dsn = os.environ.get("FLOXY_BENCH_DSN")
-        if dsn:
-            from floxy_core.storage.postgres.migrations import migrate
-
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                migrate(conn)
-        else:
-            from tests.pgcluster import start_cluster
-
-            cluster = start_cluster()
-            dsn = cluster.create_database()
         trips = bench.RoundTrips()
         trips.install()
         store = PostgresStore(dsn, max_size=8)
@@ -362,7 +355,7 @@ def profile_engine(kind: str, instances: int, top: int) -> None:
             f"{steps / elapsed:.0f} steps/s under cProfile"
         )
         print_stats(runtime.profiles, elapsed * len(runtime.profiles), top)
-        if trips is not None:
+        if trips is not None and dsn is not None:
             rows = trips.per_step(steps)
             total = sum(v["per_step"] for v in rows.values())
             print(f"\nSQL round trips: {total:.2f} per step (statement wall time, client side)")
@@ -376,10 +369,8 @@ def profile_engine(kind: str, instances: int, top: int) -> None:
                 print(f"  {v['per_step']:5.2f}/step  {k:32s}{cost}")
             explain_hot_queries(dsn, ids[len(ids) // 2])
     finally:
-        if kind == "postgres":
+        if dsn is not None:
             store.close()
-        if cluster is not None:
-            cluster.stop()
 
 
 def main() -> int:
@@ -415,5 +406,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    threading.current_thread().name = "MainThread"
+    import signal
+
+    def _terminated(signum: int, frame: Any) -> None:
+        raise SystemExit(f"terminated (signal {signum})")
+
+    signal.signal(signal.SIGTERM, _terminated)
     sys.exit(main())

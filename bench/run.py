@@ -13,6 +13,7 @@ means and the figures measured on the reference machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -26,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -433,8 +434,10 @@ class RoundTrips:
     """Counts client→server round trips of psycopg (statements and BEGIN/COMMIT) per thread kind.
 
     Patches `Cursor.execute` (every `conn.execute`/`cur.execute` goes through it; its wall time
-    is kept per query name) and `BaseConnection._exec_command` (BEGIN, COMMIT, ROLLBACK sent
-    by psycopg itself; counted only, their time lands in the `transaction()` block).
+    is kept per query name), `Cursor.executemany` (pipelined: one round trip per call) and
+    `BaseConnection._exec_command` (BEGIN, COMMIT, ROLLBACK sent by psycopg itself; counted
+    only, their time lands in the `transaction()` block). Statements queued inside an explicit
+    `conn.pipeline()` block would be counted one each although they share a round trip.
     """
 
     def __init__(self) -> None:
@@ -453,19 +456,36 @@ class RoundTrips:
         counts, seconds, lock, owner = self.counts, self.seconds, self._lock, self
 
         original_execute = psycopg.Cursor.execute
+        original_executemany = psycopg.Cursor.executemany
         original_command = BaseConnection._exec_command
+
+        def label_of(query: Any) -> str:
+            label = by_text.get(query) if isinstance(query, str) else None
+            return label or (query.split()[0] if isinstance(query, str) else "sql")
 
         def execute(self: Any, query: Any, params: Any = None, **kw: Any) -> Any:
             if not owner.enabled:
                 return original_execute(self, query, params, **kw)
-            label = by_text.get(query) if isinstance(query, str) else None
-            label = label or (query.split()[0] if isinstance(query, str) else "sql")
             t0 = time.perf_counter()
             try:
                 return original_execute(self, query, params, **kw)
             finally:
                 elapsed = time.perf_counter() - t0
-                key = (thread_kind(), label)
+                key = (thread_kind(), label_of(query))
+                with lock:
+                    counts[key] += 1
+                    seconds[key] += elapsed
+
+        def executemany(self: Any, query: Any, params_seq: Any, **kw: Any) -> Any:
+            # One round trip however many rows: psycopg pipelines executemany (libpq >= 14).
+            if not owner.enabled:
+                return original_executemany(self, query, params_seq, **kw)
+            t0 = time.perf_counter()
+            try:
+                return original_executemany(self, query, params_seq, **kw)
+            finally:
+                elapsed = time.perf_counter() - t0
+                key = (thread_kind(), label_of(query) + " (executemany)")
                 with lock:
                     counts[key] += 1
                     seconds[key] += elapsed
@@ -478,6 +498,7 @@ class RoundTrips:
             return original_command(self, cmd, *args, **kw)
 
         psycopg.Cursor.execute = execute  # type: ignore[method-assign]
+        psycopg.Cursor.executemany = executemany  # type: ignore[method-assign]
         BaseConnection._exec_command = command  # type: ignore[method-assign]
 
     def per_step(self, steps: int) -> dict[str, dict[str, float]]:
@@ -512,6 +533,41 @@ def server_cpu_seconds(datadir: str | None) -> float | None:
         return None
 
 
+@contextlib.contextmanager
+def postgres_database() -> Iterator[tuple[str, Any]]:
+    """(dsn, cluster): FLOXY_BENCH_DSN, migrated, or a database on a throwaway cluster.
+
+    The cluster is stopped on the way out, also when the benchmark is terminated (SIGTERM is
+    held back while the cluster starts, so it cannot be left running half-started).
+    """
+    import signal
+
+    import psycopg
+
+    dsn = os.environ.get("FLOXY_BENCH_DSN")
+    if dsn:
+        from floxy_core.storage.postgres.migrations import migrate
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            migrate(conn)
+        yield dsn, None
+        return
+    from tests.pgcluster import start_cluster
+
+    log("starting a throwaway PostgreSQL (tests/pgcluster.py)")
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        cluster = start_cluster()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a held-back SIGTERM fires here
+        yield cluster.create_database(), cluster
+    finally:
+        cluster.stop()
+
+
 def bench_postgres_throughput(quick: bool) -> Results:
     import psycopg
 
@@ -525,161 +581,149 @@ def bench_postgres_throughput(quick: bool) -> Results:
     light = 8 if quick else 20  # instances run one at a time for the unloaded latency
     flow = linear_flow("bench_pg", steps)
 
-    cluster = None
-    dsn = os.environ.get("FLOXY_BENCH_DSN")
     t0 = time.perf_counter()
-    if dsn:
-        from floxy_core.storage.postgres.migrations import migrate
-
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            migrate(conn)
-        r.details["server"] = "FLOXY_BENCH_DSN"
-    else:
-        from tests.pgcluster import start_cluster
-
-        log("starting a throwaway PostgreSQL (tests/pgcluster.py)")
-        cluster = start_cluster()
-        dsn = cluster.create_database()
-        r.details["server"] = "throwaway cluster (fsync=off, synchronous_commit=off)"
-    log(f"database ready in {time.perf_counter() - t0:.1f}s")
-
-    trips = RoundTrips()
-    trips.install()
-    store = PostgresStore(dsn, max_size=workers + 4)
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            r.details["server_version"] = conn.execute("SHOW server_version").fetchone()[0]
-        inc, read = counting()
-        runtime = Runtime(store, {"noop": Noop("noop", inc)}, workers=workers)
-        runtime.register(flow)
-
-        def finished(ids: list[int]) -> int:
-            with store.pool.connection() as conn:
-                row = conn.execute(
-                    "SELECT count(*) FROM workflows.workflow_instances "
-                    "WHERE id = ANY(%s) AND status = ANY(%s)",
-                    (ids, list(TERMINAL)),
-                ).fetchone()
-            return int(row[0])
-
-        def latencies(ids: list[int]) -> tuple[list[float], list[float]]:
-            with store.pool.connection() as conn:
-                rows = conn.execute(
-                    "SELECT extract(epoch FROM completed_at - created_at), "
-                    "       extract(epoch FROM completed_at - started_at) "
-                    "FROM workflows.workflow_steps WHERE instance_id = ANY(%s) "
-                    "AND status = 'completed'",
-                    (ids,),
-                ).fetchall()
-            return [float(a) for a, _ in rows], [float(b) for _, b in rows]
-
-        def first_step_latencies(ids: list[int]) -> list[float]:
-            """Queue→completion of each instance's first step: includes the NOTIFY wake-up."""
-            with store.pool.connection() as conn:
-                rows = conn.execute(
-                    "SELECT extract(epoch FROM completed_at - created_at) "
-                    "FROM workflows.workflow_steps WHERE instance_id = ANY(%s) "
-                    "AND step_name = 's1' AND status = 'completed'",
-                    (ids,),
-                ).fetchall()
-            return [float(a) for (a,) in rows]
-
-        # Warm-up: connections, prepared statements, the definition cache.
-        warm = [runtime.start_instance(flow.id, {"warm": i}) for i in range(8)]
-        runtime.start()
-        while finished(warm) < len(warm):
-            time.sleep(0.02)
-
-        # Unloaded latency: one instance at a time, the next started when the previous ends.
-        log(f"unloaded latency: {light} instances one at a time")
-        solo: list[int] = []
-        for i in range(light):
-            instance_id = runtime.start_instance(flow.id, {"solo": i})
-            solo.append(instance_id)
-            deadline = time.monotonic() + 30
-            seen = -1
-            while store.get_instance(instance_id).status.value not in TERMINAL:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"solo instance {instance_id} did not finish")
-                with runtime.changed:
-                    runtime.changed.wait_for(lambda s=seen: runtime.generation != s, 0.05)
-                    seen = runtime.generation
-        queue_to_done, _ = latencies(solo)
-        first = first_step_latencies(solo)
-        r.add("unloaded_step_latency_p50", percentile(queue_to_done, 50) * 1000, "ms")
-        r.add("unloaded_step_latency_p99", percentile(queue_to_done, 99) * 1000, "ms")
-        r.add("unloaded_first_step_p50", percentile(first, 50) * 1000, "ms")
-        runtime.stop()
-
-        # Throughput: a backlog of `instances` created first, then drained by the workers.
-        log(f"throughput: creating {instances} instances x {steps} steps")
-        c0 = time.perf_counter()
-        # A fresh Runtime: one that was stopped cannot be started again (`_draining` stays set).
-        runtime = Runtime(store, {"noop": Noop("noop", inc)}, workers=workers)
-        ids = [runtime.start_instance(flow.id, {"i": i}) for i in range(instances)]
-        create_s = time.perf_counter() - c0
-        before = read()
-        trips.enabled = True
-        t1 = time.perf_counter()
-        c1 = cpu_seconds()
-        datadir = cluster.datadir if cluster is not None else None
-        s1 = server_cpu_seconds(datadir)
-        runtime.start()
-        while finished(ids) < len(ids):
-            if time.perf_counter() - t1 > 300:
-                raise RuntimeError("postgres backlog did not drain in 300 s")
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - t1
-        client_cpu = cpu_seconds() - c1
-        s2 = server_cpu_seconds(datadir)
-        trips.enabled = False
-        runtime.stop()
-        calls = read() - before
-        log(f"{calls} steps in {elapsed:.2f}s = {calls / elapsed:.0f} steps/s")
-        with store.pool.connection() as conn:
-            statuses = dict(
-                conn.execute(
-                    "SELECT status, count(*) FROM workflows.workflow_instances "
-                    "WHERE id = ANY(%s) GROUP BY status",
-                    (ids,),
-                ).fetchall()
-            )
-        if statuses != {"completed": instances}:
-            raise RuntimeError(f"not every instance completed: {statuses}")
-        queue_to_done, claim_to_done = latencies(ids)
-        r.add("steps_per_s", calls / elapsed, "steps/s")
-        r.add("client_cpu_per_step", client_cpu * 1000 / calls, "ms")
-        if s1 is not None and s2 is not None:
-            r.add("server_cpu_per_step", (s2 - s1) * 1000 / calls, "ms")
-        r.add("instances_started_per_s", instances / create_s, "inst/s")
-        r.add("backlog_step_latency_p50", percentile(queue_to_done, 50) * 1000, "ms")
-        r.add("backlog_step_latency_p99", percentile(queue_to_done, 99) * 1000, "ms")
-        r.add("claim_to_done_p50", percentile(claim_to_done, 50) * 1000, "ms")
-        r.add("claim_to_done_p99", percentile(claim_to_done, 99) * 1000, "ms")
-        engine = {k: v for k, v in trips.counts.items() if k[0] != "main"}
-        r.add("round_trips_per_step", sum(engine.values()) / calls, "trips")
-        r.add(
-            "worker_round_trips_per_step",
-            sum(v for k, v in engine.items() if k[0] == "worker") / calls,
-            "trips",
+    with postgres_database() as (dsn, cluster):
+        r.details["server"] = (
+            "FLOXY_BENCH_DSN"
+            if cluster is None
+            else "throwaway cluster (fsync=off, synchronous_commit=off)"
         )
-        load = trips.seconds.get(("worker", "load_state"), 0.0)
-        loads = trips.counts.get(("worker", "load_state"), 0)
-        if loads:
-            r.add("load_state_ms_each", load * 1000 / loads, "ms")
-        r.details["round_trips_per_step_by_query"] = trips.per_step(calls)
-        with store.pool.connection() as conn:
-            r.details["partitions_per_partitioned_table"] = conn.execute(
-                "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
-                "WHERE p.relname = 'workflow_steps'"
-            ).fetchone()[0]
-        r.add("peak_rss", peak_rss_mib(), "MiB")
-        r.details["instances"] = instances
-        r.details["steps_per_instance"] = steps
-    finally:
-        store.close()
-        if cluster is not None:
-            cluster.stop()
+        log(f"database ready in {time.perf_counter() - t0:.1f}s")
+        trips = RoundTrips()
+        trips.install()
+        store = PostgresStore(dsn, max_size=workers + 4)
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                r.details["server_version"] = conn.execute("SHOW server_version").fetchone()[0]
+            inc, read = counting()
+            runtime = Runtime(store, {"noop": Noop("noop", inc)}, workers=workers)
+            runtime.register(flow)
+
+            def finished(ids: list[int]) -> int:
+                with store.pool.connection() as conn:
+                    row = conn.execute(
+                        "SELECT count(*) FROM workflows.workflow_instances "
+                        "WHERE id = ANY(%s) AND status = ANY(%s)",
+                        (ids, list(TERMINAL)),
+                    ).fetchone()
+                return int(row[0])
+
+            def latencies(ids: list[int]) -> tuple[list[float], list[float]]:
+                with store.pool.connection() as conn:
+                    rows = conn.execute(
+                        "SELECT extract(epoch FROM completed_at - created_at), "
+                        "       extract(epoch FROM completed_at - started_at) "
+                        "FROM workflows.workflow_steps WHERE instance_id = ANY(%s) "
+                        "AND status = 'completed'",
+                        (ids,),
+                    ).fetchall()
+                return [float(a) for a, _ in rows], [float(b) for _, b in rows]
+
+            def first_step_latencies(ids: list[int]) -> list[float]:
+                """Queue→completion of each instance's first step: includes the NOTIFY wake-up."""
+                with store.pool.connection() as conn:
+                    rows = conn.execute(
+                        "SELECT extract(epoch FROM completed_at - created_at) "
+                        "FROM workflows.workflow_steps WHERE instance_id = ANY(%s) "
+                        "AND step_name = 's1' AND status = 'completed'",
+                        (ids,),
+                    ).fetchall()
+                return [float(a) for (a,) in rows]
+
+            # Warm-up: connections, prepared statements, the definition cache.
+            warm = [runtime.start_instance(flow.id, {"warm": i}) for i in range(8)]
+            runtime.start()
+            while finished(warm) < len(warm):
+                time.sleep(0.02)
+
+            # Unloaded latency: one instance at a time, the next started when the previous ends.
+            log(f"unloaded latency: {light} instances one at a time")
+            solo: list[int] = []
+            for i in range(light):
+                instance_id = runtime.start_instance(flow.id, {"solo": i})
+                solo.append(instance_id)
+                deadline = time.monotonic() + 30
+                seen = -1
+                while store.get_instance(instance_id).status.value not in TERMINAL:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"solo instance {instance_id} did not finish")
+                    with runtime.changed:
+                        runtime.changed.wait_for(lambda s=seen: runtime.generation != s, 0.05)
+                        seen = runtime.generation
+            queue_to_done, _ = latencies(solo)
+            first = first_step_latencies(solo)
+            r.add("unloaded_step_latency_p50", percentile(queue_to_done, 50) * 1000, "ms")
+            r.add("unloaded_step_latency_p99", percentile(queue_to_done, 99) * 1000, "ms")
+            r.add("unloaded_first_step_p50", percentile(first, 50) * 1000, "ms")
+            runtime.stop()
+
+            # Throughput: a backlog of `instances` created first, then drained by the workers.
+            log(f"throughput: creating {instances} instances x {steps} steps")
+            c0 = time.perf_counter()
+            # A fresh Runtime: one that was stopped cannot be started again (`_draining` stays set).
+            runtime = Runtime(store, {"noop": Noop("noop", inc)}, workers=workers)
+            ids = [runtime.start_instance(flow.id, {"i": i}) for i in range(instances)]
+            create_s = time.perf_counter() - c0
+            before = read()
+            trips.enabled = True
+            t1 = time.perf_counter()
+            c1 = cpu_seconds()
+            datadir = cluster.datadir if cluster is not None else None
+            s1 = server_cpu_seconds(datadir)
+            runtime.start()
+            while finished(ids) < len(ids):
+                if time.perf_counter() - t1 > 300:
+                    raise RuntimeError("postgres backlog did not drain in 300 s")
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - t1
+            client_cpu = cpu_seconds() - c1
+            s2 = server_cpu_seconds(datadir)
+            trips.enabled = False
+            runtime.stop()
+            calls = read() - before
+            log(f"{calls} steps in {elapsed:.2f}s = {calls / elapsed:.0f} steps/s")
+            with store.pool.connection() as conn:
+                statuses = dict(
+                    conn.execute(
+                        "SELECT status, count(*) FROM workflows.workflow_instances "
+                        "WHERE id = ANY(%s) GROUP BY status",
+                        (ids,),
+                    ).fetchall()
+                )
+            if statuses != {"completed": instances}:
+                raise RuntimeError(f"not every instance completed: {statuses}")
+            queue_to_done, claim_to_done = latencies(ids)
+            r.add("steps_per_s", calls / elapsed, "steps/s")
+            r.add("client_cpu_per_step", client_cpu * 1000 / calls, "ms")
+            if s1 is not None and s2 is not None:
+                r.add("server_cpu_per_step", (s2 - s1) * 1000 / calls, "ms")
+            r.add("instances_started_per_s", instances / create_s, "inst/s")
+            r.add("backlog_step_latency_p50", percentile(queue_to_done, 50) * 1000, "ms")
+            r.add("backlog_step_latency_p99", percentile(queue_to_done, 99) * 1000, "ms")
+            r.add("claim_to_done_p50", percentile(claim_to_done, 50) * 1000, "ms")
+            r.add("claim_to_done_p99", percentile(claim_to_done, 99) * 1000, "ms")
+            engine = {k: v for k, v in trips.counts.items() if k[0] != "main"}
+            r.add("round_trips_per_step", sum(engine.values()) / calls, "trips")
+            r.add(
+                "worker_round_trips_per_step",
+                sum(v for k, v in engine.items() if k[0] == "worker") / calls,
+                "trips",
+            )
+            load = trips.seconds.get(("worker", "load_state"), 0.0)
+            loads = trips.counts.get(("worker", "load_state"), 0)
+            if loads:
+                r.add("load_state_ms_each", load * 1000 / loads, "ms")
+            r.details["round_trips_per_step_by_query"] = trips.per_step(calls)
+            with store.pool.connection() as conn:
+                r.details["partitions_per_partitioned_table"] = conn.execute(
+                    "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+                    "WHERE p.relname = 'workflow_steps'"
+                ).fetchone()[0]
+            r.add("peak_rss", peak_rss_mib(), "MiB")
+            r.details["instances"] = instances
+            r.details["steps_per_instance"] = steps
+        finally:
+            store.close()
     return r
 
 
@@ -787,15 +831,25 @@ def run_child(name: str, quick: bool, timeout: float) -> dict[str, Any]:
     if quick:
         argv.append("--quick")
     t0 = time.perf_counter()
-    done = subprocess.run(
-        argv, stdout=subprocess.PIPE, text=True, timeout=timeout, cwd=ROOT, check=False
-    )
-    for line in reversed(done.stdout.splitlines()):
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT) as child:
+        try:
+            stdout, _ = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # SIGTERM first: the child turns it into SystemExit, so `finally` blocks run and a
+            # throwaway PostgreSQL is stopped instead of being left behind.
+            child.terminate()
+            try:
+                child.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.communicate()
+            raise RuntimeError(f"benchmark {name} did not finish within {timeout:.0f}s") from None
+    for line in reversed(stdout.splitlines()):
         if line.startswith(MARK):
             result: dict[str, Any] = json.loads(line[len(MARK) :])
             result["seconds"] = round(time.perf_counter() - t0, 1)
             return result
-    raise RuntimeError(f"benchmark {name} failed (exit {done.returncode}); see stderr above")
+    raise RuntimeError(f"benchmark {name} failed (exit {child.returncode}); see stderr above")
 
 
 def fmt(value: float) -> str:
@@ -853,6 +907,12 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.child:
+        import signal
+
+        def terminated(signum: int, frame: Any) -> None:
+            raise SystemExit(f"benchmark {args.child} terminated (signal {signum})")
+
+        signal.signal(signal.SIGTERM, terminated)
         result = BENCHMARKS[args.child](args.quick)
         print(MARK + json.dumps(result.as_json()), flush=True)
         return 0
@@ -884,7 +944,7 @@ def main() -> int:
         print(f"- {name}", file=sys.stderr, flush=True)
         try:
             results.append(run_child(name, args.quick, timeout=240 if args.quick else 600))
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        except RuntimeError as exc:
             print(f"  FAILED: {exc}", file=sys.stderr)
             failed.append(name)
     meta["total_seconds"] = round(time.perf_counter() - started, 1)
