@@ -25,7 +25,7 @@ from floxy_core.model import (
     StepRecord,
     WorkflowDefinition,
 )
-from floxy_core.status import InstanceStatus
+from floxy_core.status import InstanceStatus, StepStatus
 
 T = TypeVar("T")
 
@@ -234,9 +234,14 @@ class MemoryStore:
         """Give a claimed item back to the queue at once (graceful shutdown)."""
         with self._lock:
             state = self._states.get(instance_id)
-            for item in state.queue if state else []:
+            if state is None:
+                return False
+            for item in state.queue:
                 if item.id == item_id and item.attempted_by == worker:
                     item.attempted_at = item.attempted_by = item.lease_until = None
+                    row = state.steps.get(item.step_name)
+                    if row is not None and row.status is StepStatus.RUNNING:
+                        row.status = StepStatus.PENDING  # nothing runs it until claimed again
                     self._work_ready.notify_all()
                     return True
             return False

@@ -465,8 +465,9 @@ def test_grace_period_over_releases_the_step_for_another_daemon(
     assert first.wait_exit(15) == 0
     assert "grace period over: releasing long (instance" in first.log()
     assert wait_for("the interrupted script to stop", lambda: gone(pids(orphans)[0]), 3)
-    # The step was handed back, not failed: another daemon runs it at once (no lease wait).
-    assert steps(store, instance)["long"].status.value == "running"
+    # The step was handed back, not failed, and nothing is left running: another daemon runs it
+    # at once (no lease wait).
+    assert steps(store, instance)["long"].status.value == "pending"
     floxyd(file, pg_dsn)
     assert wait_status(store, instance, timeout=10) == "completed"
     assert len(pids(orphans)) == 2

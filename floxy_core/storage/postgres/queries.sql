@@ -26,8 +26,9 @@ RETURNING id, created_at;
 -- name: lock_instance
 SELECT created_at FROM workflows.workflow_instances WHERE id = %(id)s FOR UPDATE;
 
--- name: try_lock_instance
-SELECT created_at FROM workflows.workflow_instances WHERE id = %(id)s FOR UPDATE SKIP LOCKED;
+-- name: lock_instance_at
+SELECT created_at FROM workflows.workflow_instances
+WHERE id = %(id)s AND created_at = %(created)s FOR UPDATE;
 
 -- name: load_state
 -- Bounded by the instance's created_at (an hour of clock skew allowed either way) so that
@@ -106,8 +107,9 @@ SET waiting_for = %(waiting_for)s, completed = %(completed)s, failed = %(failed)
 WHERE instance_id = %(instance_id)s AND join_step_name = %(join_step)s;
 
 -- name: insert_queue
-INSERT INTO workflows.workflow_queue (instance_id, step_id, scheduled_at, priority)
-VALUES (%(instance_id)s, %(step_id)s, %(scheduled_at)s, %(priority)s)
+INSERT INTO workflows.workflow_queue (instance_id, instance_created_at, step_id, scheduled_at,
+    priority)
+VALUES (%(instance_id)s, %(instance_created_at)s, %(step_id)s, %(scheduled_at)s, %(priority)s)
 RETURNING id;
 
 -- name: update_queue
@@ -150,14 +152,23 @@ SET requested_by = EXCLUDED.requested_by, cancel_type = EXCLUDED.cancel_type,
 DELETE FROM workflows.workflow_cancel_requests WHERE instance_id = %(instance_id)s;
 
 -- name: claim_candidate
-SELECT id, instance_id FROM workflows.workflow_queue
-WHERE scheduled_at <= %(now)s
-  AND (attempted_at IS NULL OR lease_until < %(now)s)
-  AND NOT (instance_id = ANY(%(skip)s))
-ORDER BY LEAST(100, priority + FLOOR(EXTRACT(EPOCH FROM (%(now)s - scheduled_at)) * %(rate)s))
-         DESC, scheduled_at, id
-LIMIT 1
-FOR UPDATE SKIP LOCKED;
+-- One due row and, in the same statement, the lock of its instance (NULL when another worker
+-- holds it: the caller skips that instance), found in its own partition.
+WITH candidate AS (
+    SELECT id, instance_id, instance_created_at FROM workflows.workflow_queue
+    WHERE scheduled_at <= %(now)s
+      AND (attempted_at IS NULL OR lease_until < %(now)s)
+      AND NOT (instance_id = ANY(%(skip)s))
+    ORDER BY LEAST(100, priority + FLOOR(EXTRACT(EPOCH FROM (%(now)s - scheduled_at)) * %(rate)s))
+             DESC, scheduled_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+SELECT c.id, c.instance_id,
+       (SELECT i.created_at FROM workflows.workflow_instances i
+        WHERE i.id = c.instance_id AND i.created_at = c.instance_created_at
+        FOR UPDATE SKIP LOCKED) AS locked_created_at
+FROM candidate c;
 
 -- name: queue_item_exists
 SELECT 1 FROM workflows.workflow_queue WHERE id = %(id)s;
@@ -167,8 +178,17 @@ UPDATE workflows.workflow_queue SET lease_until = %(until)s
 WHERE id = %(id)s AND attempted_by = %(worker)s;
 
 -- name: release_claim
-UPDATE workflows.workflow_queue SET attempted_at = NULL, attempted_by = NULL, lease_until = NULL
-WHERE id = %(id)s AND attempted_by = %(worker)s;
+-- The step goes back to pending with its queue row: nothing runs it until it is claimed again.
+WITH released AS (
+    UPDATE workflows.workflow_queue
+    SET attempted_at = NULL, attempted_by = NULL, lease_until = NULL
+    WHERE id = %(id)s AND attempted_by = %(worker)s
+    RETURNING step_id
+), step AS (
+    UPDATE workflows.workflow_steps s SET status = 'pending'
+    FROM released r WHERE s.id = r.step_id AND s.status = 'running'
+)
+SELECT count(*) FROM released;
 
 -- name: next_due
 SELECT min(scheduled_at) FROM workflows.workflow_queue WHERE attempted_at IS NULL;

@@ -72,6 +72,28 @@ def _json(value: JSON) -> Any:
     return None if value is None else Jsonb(value)
 
 
+class _CreatedAt:
+    """Instance id → created_at (immutable), so a lock finds its row in one partition.
+
+    Bounded: the oldest half is forgotten when full; a miss costs one partition-wide probe.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = limit
+        self._map: dict[int, datetime] = {}
+        self._lock = threading.Lock()
+
+    def get(self, instance_id: int) -> datetime | None:
+        return self._map.get(instance_id)
+
+    def put(self, instance_id: int, created: datetime) -> None:
+        with self._lock:
+            if len(self._map) >= self._limit:
+                for key in list(self._map)[: self._limit // 2]:
+                    del self._map[key]
+            self._map[instance_id] = created
+
+
 @dataclass
 class _Keys:
     """Partition keys of the rows loaded in this transaction, kept exact for pruned updates."""
@@ -79,6 +101,7 @@ class _Keys:
     instance_created: datetime
     steps_created: dict[str, datetime] = field(default_factory=dict)
     step_ids: dict[str, int] = field(default_factory=dict)
+    joins: set[str] = field(default_factory=set)
     had_cancel_request: bool = False
 
 
@@ -102,12 +125,15 @@ class PostgresStore:
             open=False,
             timeout=connect_timeout,
             name="floxy",
-            # JIT compiles the partition-wide load query for ~0.7 s; our queries are tiny.
-            kwargs={"options": "-c jit=off"},
+            # JIT compiles the partition-wide load query for ~0.7 s; our queries are tiny. Custom
+            # plans of the prepared hot-path statements would re-plan across every daily
+            # partition on each call; generic plans prune at execution time instead.
+            kwargs={"options": "-c jit=off -c plan_cache_mode=force_generic_plan"},
         )
         self.pool.open(wait=True, timeout=connect_timeout)
         self._rng = random.Random(seed)
         self._definitions: dict[str, WorkflowDefinition] = {}
+        self._created = _CreatedAt()
         self._work = threading.Condition()
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
@@ -184,7 +210,7 @@ class PostgresStore:
         definition = self.get_definition(workflow_id)
 
         def run() -> tuple[int, list[HookCall]]:
-            with self._conn() as conn, conn.transaction():
+            with self._conn() as conn, conn.pipeline(), conn.transaction():
                 row = conn.execute(
                     q("insert_instance"),
                     {"workflow_id": definition.id, "input": _json(data), "now": _ts(now)},
@@ -202,6 +228,7 @@ class PostgresStore:
                 tx = Transition(state, now, self._rng)
                 decide(tx)
                 self._persist(conn, tx, _Keys(instance_created=row[1]))
+                self._created.put(instance.id, row[1])
                 return instance.id, tx.committed_hooks()
 
         return self._retrying(run)
@@ -210,11 +237,19 @@ class PostgresStore:
         self, instance_id: int, now: float, decide: Callable[[Transition], T]
     ) -> tuple[T, list[HookCall]]:
         def run() -> tuple[T, list[HookCall]]:
-            with self._conn() as conn, conn.transaction():
-                locked = conn.execute(q("lock_instance"), {"id": instance_id}).fetchone()
-                if locked is None:
-                    raise NotFoundError(f"instance {instance_id} not found")
-                state, keys = self._load(conn, instance_id, locked[0], now)
+            # Pipelined: BEGIN, lock and load go in one round trip when the partition key of
+            # the instance is known, the writes and COMMIT in one more.
+            with self._conn() as conn, conn.pipeline(), conn.transaction():
+                created = self._created.get(instance_id)
+                if created is None:
+                    locked = conn.execute(q("lock_instance"), {"id": instance_id}).fetchone()
+                    if locked is None:
+                        raise NotFoundError(f"instance {instance_id} not found")
+                    created = locked[0]
+                    self._created.put(instance_id, created)
+                else:
+                    conn.execute(q("lock_instance_at"), {"id": instance_id, "created": created})
+                state, keys = self._load(conn, instance_id, created, now)
                 tx = Transition(state, now, self._rng)
                 result = decide(tx)
                 self._persist(conn, tx, keys)
@@ -228,19 +263,19 @@ class PostgresStore:
         skip: list[int] = []
 
         def run() -> tuple[bool, T | None, list[HookCall]] | None:
-            with self._conn() as conn, conn.transaction():
+            with self._conn() as conn, conn.pipeline(), conn.transaction():
                 row = conn.execute(
                     q("claim_candidate"),
                     {"now": _ts(now), "rate": max(aging_rate, 0.0), "skip": skip},
                 ).fetchone()
                 if row is None:
                     return False, None, []
-                item_id, instance_id = int(row[0]), int(row[1])
-                locked = conn.execute(q("try_lock_instance"), {"id": instance_id}).fetchone()
-                if locked is None:
+                item_id, instance_id, created = int(row[0]), int(row[1]), row[2]
+                if created is None:  # another worker holds the instance: try another row
                     skip.append(instance_id)
                     return None
-                state, keys = self._load(conn, instance_id, locked[0], now)
+                self._created.put(instance_id, created)
+                state, keys = self._load(conn, instance_id, created, now)
                 tx = Transition(state, now, self._rng)
                 item = next(i for i in state.queue if i.id == item_id)
                 result = decide(tx, item)
@@ -311,6 +346,7 @@ class PostgresStore:
                 completed_at=_epoch(s["completed_at"]),
             )
         for j in joins_raw:
+            keys.joins.add(j["join_step"])
             state.joins[j["join_step"]] = JoinState(
                 instance_id,
                 j["join_step"],
@@ -375,14 +411,20 @@ class PostgresStore:
         inst = tx.instance
         now = _ts(tx.now)
         cur = conn.cursor()
-        for row in tx.new_steps:
-            created = _ts(row.created_at)
-            assert created is not None
-            new_id = cur.execute(q("insert_step"), self._step_params(row, created)).fetchone()
-            assert new_id is not None
-            row.id = int(new_id[0])
-            keys.steps_created[row.step_name] = created
-            keys.step_ids[row.step_name] = row.id
+        if tx.new_steps:  # the only writes whose results later writes need: one round trip
+            created_at = [datetime.fromtimestamp(row.created_at, UTC) for row in tx.new_steps]
+            cur.executemany(
+                q("insert_step"),
+                [self._step_params(r, c) for r, c in zip(tx.new_steps, created_at, strict=True)],
+                returning=True,
+            )
+            for row, created in zip(tx.new_steps, created_at, strict=True):
+                new_id = cur.fetchone()
+                assert new_id is not None
+                row.id = int(new_id[0])
+                keys.steps_created[row.step_name] = created
+                keys.step_ids[row.step_name] = row.id
+                cur.nextset()
         for row in tx.dirty_steps.values():
             cur.execute(q("update_step"), self._step_params(row, keys.steps_created[row.step_name]))
         if tx.instance_dirty:
@@ -410,8 +452,8 @@ class PostgresStore:
                 "is_ready": join.is_ready,
                 "now": now,
             }
-            if cur.execute(q("update_join"), params).rowcount == 0:
-                cur.execute(q("insert_join"), params)
+            cur.execute(q("update_join" if join.join_step in keys.joins else "insert_join"), params)
+            keys.joins.add(join.join_step)
         for item in tx.removed_queue:
             cur.execute(q("delete_queue"), {"id": item.id})
         for item in tx.dirty_queue:
@@ -426,17 +468,16 @@ class PostgresStore:
                 },
             )
         for item in tx.new_queue:
-            new_id = cur.execute(
+            cur.execute(
                 q("insert_queue"),
                 {
                     "instance_id": inst.id,
+                    "instance_created_at": keys.instance_created,
                     "step_id": keys.step_ids[item.step_name],
                     "scheduled_at": _ts(item.scheduled_at),
                     "priority": item.priority,
                 },
-            ).fetchone()
-            assert new_id is not None
-            item.id = int(new_id[0])
+            )
         if tx.events:  # one batch: a step writes several events
             cur.executemany(
                 q("insert_event"),
@@ -451,8 +492,8 @@ class PostgresStore:
                     for event in tx.events
                 ],
             )
-        for record in tx.new_dlq:
-            new_id = cur.execute(
+        for record in tx.new_dlq:  # rare: worth a round trip for the id
+            new_id = conn.execute(
                 q("insert_dlq"),
                 {
                     "instance_id": inst.id,
@@ -562,9 +603,9 @@ class PostgresStore:
     def release_claim(self, instance_id: int, item_id: int, worker: str) -> bool:
         """Give a claimed item back to the queue at once (graceful shutdown)."""
         with self._conn() as conn:
-            cur = conn.execute(q("release_claim"), {"id": item_id, "worker": worker})
+            row = conn.execute(q("release_claim"), {"id": item_id, "worker": worker}).fetchone()
             conn.execute(f"NOTIFY {CHANNEL}")
-            return cur.rowcount > 0
+            return bool(row and row[0])
 
     def attempt_current(self, instance_id: int, item_id: int) -> bool:
         with self._conn() as conn:
