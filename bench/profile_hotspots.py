@@ -36,6 +36,10 @@ if str(BENCH) not in sys.path:
 
 import run as bench  # noqa: E402  (bench/run.py)
 
+# FLOXY_PROFILE_CPU=1: per-thread CPU time instead of wall time (where the client burns CPU,
+# not where it waits for the server).
+TIMER = time.thread_time if os.environ.get("FLOXY_PROFILE_CPU") else time.perf_counter
+
 # -- cli: pyinstrument over fresh interpreters ------------------------------------------------
 
 
@@ -185,7 +189,7 @@ def _profiled_runtime_class() -> Any:
         profiles: list[cProfile.Profile]
 
         def _worker(self, name: str) -> None:
-            profile = cProfile.Profile()
+            profile = cProfile.Profile(TIMER)
             self.profiles.append(profile)
             profile.enable()
             try:
@@ -227,7 +231,7 @@ def print_stats(profiles: list[cProfile.Profile], total_thread_s: float, top: in
 
 def explain_hot_queries(dsn: str, instance_id: int) -> None:
     """Server-side planning and execution time of the per-step queries (EXPLAIN ANALYZE)."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime
 
     import psycopg
 
@@ -239,19 +243,9 @@ def explain_hot_queries(dsn: str, instance_id: int) -> None:
         created = conn.execute(
             "SELECT created_at FROM workflows.workflow_instances WHERE id = %s", (instance_id,)
         ).fetchone()[0]
-        # Every parameter any version of these queries uses; psycopg ignores the unused ones.
-        # `since`/`until` bound the partition key the way PostgresStore does since 31cb00f.
-        ident = {
-            "id": instance_id,
-            "created": created,
-            "since": created - timedelta(hours=1),
-            "until": now + timedelta(hours=1),
-        }
         probes = [
-            ("load_state", ident),
-            ("lock_instance", ident),
-            ("try_lock_instance", ident),
-            ("claim_candidate", {"now": now, "rate": 0.0, "skip": []}),
+            ("lock_load", {"id": instance_id, "created": created, "now": now}),
+            ("claim", {"now": now, "rate": 0.0}),
             ("next_due", {}),
         ]
         parts = conn.execute(
@@ -259,41 +253,6 @@ def explain_hot_queries(dsn: str, instance_id: int) -> None:
             "WHERE p.relname = 'workflow_steps'"
         ).fetchone()
         print(f"  (workflow_steps and the other partitioned tables have {parts[0]} partitions)")
-        step = conn.execute(
-            "SELECT id, created_at, instance_id FROM workflows.workflow_steps "
-            "WHERE instance_id = %s LIMIT 1",
-            (instance_id,),
-        ).fetchone()
-        if step is not None:
-            probes.append(
-                (
-                    "update_step",
-                    {
-                        "id": step[0],
-                        "created_at": step[1],
-                        "status": "completed",
-                        "input": None,
-                        "output": None,
-                        "error": None,
-                        "retry_count": 0,
-                        "compensation_retry_count": 0,
-                        "started_at": now,
-                        "completed_at": now,
-                    },
-                )
-            )
-            probes.append(
-                (
-                    "insert_event",
-                    {
-                        "instance_id": instance_id,
-                        "step_id": step[0],
-                        "event_type": "bench",
-                        "payload": None,
-                        "created_at": now,
-                    },
-                )
-            )
         for name, params in probes:
             with conn.transaction(force_rollback=True):
                 lines = [

@@ -18,9 +18,10 @@ A plugin is a module or object with `@hookimpl` functions, published under the e
     def floxy_workflow_failed(instance, error):
         post_to_slack(f"{instance.workflow_id} #{instance.id} failed: {error}")
 
-Bash and HTTP handlers register through the same hook (`floxy_core.handlers.builtin`). Hook
-errors are logged and counted and never stop the engine; only `floxy_workflow_starting` may veto
-a start, by raising. A plugin object may set `floxy_priority` (default 50): higher runs first.
+Bash, HTTP and python handlers register through the same hook (`floxy_core.handlers.builtin`).
+Hook errors are logged and counted and never stop the engine; only `floxy_workflow_starting` may
+veto a start, by raising. A plugin object may set `floxy_priority` (default 50): higher runs
+first.
 """
 
 from __future__ import annotations

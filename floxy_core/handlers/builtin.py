@@ -1,4 +1,4 @@
-"""Bash and HTTP handlers, registered through the same hook a third-party plugin uses."""
+"""Bash, HTTP and python handlers, registered through the same hook a third-party plugin uses."""
 
 from __future__ import annotations
 
@@ -10,6 +10,17 @@ from floxy_core.ports import Handler
 floxy_priority = 0
 """Lowest priority: a plugin may replace `bash` or `http` by declaring the same type name."""
 
+PYTHON_SCHEMA = {
+    "type": "object",
+    "required": ["exec"],
+    "properties": {
+        "exec": {"type": "string", "minLength": 1},
+        "description": {"type": "string"},
+    },
+    "additionalProperties": False,
+}
+"""Keys of a `type: python` handler (the workflow schema also checks the `exec` format)."""
+
 
 def build_bash(spec: HandlerSpec, ctx: BuildContext) -> Handler:
     from floxy_core.handlers.bash import BashHandler
@@ -18,14 +29,25 @@ def build_bash(spec: HandlerSpec, ctx: BuildContext) -> Handler:
 
 
 def build_http(spec: HandlerSpec, ctx: BuildContext) -> Handler:
-    from floxy_core.handlers.http import HttpHandler
+    from floxy_core.durations import parse_duration_ms
+    from floxy_core.handlers.http import DEFAULT_TIMEOUT_S, HttpHandler
 
+    # The step's timeout wins at call time; the handler's own replaces the 30 s default.
+    raw_timeout = spec.config.get("timeout")
+    timeout_ms = parse_duration_ms(raw_timeout, what="timeout") if raw_timeout is not None else 0
     return HttpHandler(
         spec.name,
         (spec.exec or "").strip(),
         tls=spec.tls if spec.tls is not None else ctx.tls,
+        default_timeout_s=timeout_ms / 1000.0 if timeout_ms > 0 else DEFAULT_TIMEOUT_S,
         debug_log=ctx.debug_log,
     )
+
+
+def build_python(spec: HandlerSpec, ctx: BuildContext) -> Handler:
+    from floxy_core.handlers.python import PythonHandler
+
+    return PythonHandler(spec.name, spec.exec or "")
 
 
 @hookimpl
@@ -33,4 +55,10 @@ def floxy_handler_types() -> list[HandlerType]:
     return [
         HandlerType("bash", build_bash, description="inline bash or a script file (exec)"),
         HandlerType("http", build_http, description="POST to an http(s):// URL (exec)"),
+        HandlerType(
+            "python",
+            build_python,
+            schema=PYTHON_SCHEMA,
+            description="call package.module:function (exec) in-process with (context, input)",
+        ),
     ]

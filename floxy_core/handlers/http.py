@@ -7,7 +7,8 @@ Contract (spec §15.2, with the changes the port makes on purpose):
   metadata (``exec``, ``reason: compensation``...), which wins on a clash as it did in the
   reference, where it was all the server saw. The same engine fields travel as ``X-Floxy-*``
   headers so that a server can deduplicate without parsing the body.
-* The call is bounded by the step timeout, else ``default_timeout_s`` (the reference's fixed 30 s).
+* The call is bounded by the step timeout, else ``default_timeout_s``: the handler's own
+  ``timeout`` from the YAML, else the reference's fixed 30 s.
 * Errors say whether a retry may help: a 4xx other than 408/425/429 is the server refusing the
   request, so it is not retried; transport errors, timeouts and 5xx are. 429/503 carry the parsed
   ``Retry-After`` on `HttpStatusError` for the engine's back-off.
@@ -35,10 +36,12 @@ if TYPE_CHECKING:
 
     import httpx
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "HttpHandler", "HttpStatusError"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_TIMEOUT_S", "HttpHandler", "HttpStatusError"]
 
 _MIB = 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 16 * _MIB
+DEFAULT_TIMEOUT_S = 30.0
+"""The limit of a call when neither the step nor the handler sets a `timeout` (as the reference)."""
 
 _BODY_PREVIEW = 500
 """How much of a response body an error message quotes."""
@@ -210,7 +213,7 @@ class HttpHandler:
         url: str,
         *,
         tls: TLSConfig | None = None,
-        default_timeout_s: float = 30.0,
+        default_timeout_s: float = DEFAULT_TIMEOUT_S,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         debug_log: Callable[[str], None] | None = None,
     ) -> None:

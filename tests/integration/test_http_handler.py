@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,10 +22,12 @@ from typing import Any
 import pytest
 
 import floxy_core
-from floxy_core.errors import HandlerError, HandlerTimeout
+from floxy_core.errors import HandlerError, HandlerTimeout, ValidationError
 from floxy_core.handlers.http import HttpHandler, HttpStatusError, parse_retry_after
+from floxy_core.handlers.registry import build_handlers, close_handlers
 from floxy_core.model import TLSConfig
 from floxy_core.ports import Handler, StepContext
+from floxy_core.spec import load_workflow_file
 
 # --- a small recording server ------------------------------------------------------------------
 
@@ -615,3 +620,157 @@ def test_client_certificate_errors_name_the_file(certs: Certs, tmp_path: Path) -
         assert message.startswith("failed to load client certificate"), message
         assert expected in message, message
         assert info.value.retryable is False
+
+
+# --- through the YAML path: handler `timeout`, per-handler `tls` ----------------------------------
+
+
+def _yaml_handlers(tmp_path: Path, text: str) -> dict[str, Handler]:
+    """Handlers as floxyctl and floxyd build them: loader, compiler, built-in plugin."""
+    path = tmp_path / "wf.yaml"
+    path.write_text(textwrap.dedent(text))
+    return build_handlers(load_workflow_file(path))
+
+
+@pytest.fixture
+def yaml_handlers(tmp_path: Path) -> Iterator[Callable[[str], dict[str, Handler]]]:
+    made: list[dict[str, Handler]] = []
+
+    def make(text: str) -> dict[str, Handler]:
+        made.append(_yaml_handlers(tmp_path, text))
+        return made[-1]
+
+    yield make
+    for built in made:
+        close_handlers(built)
+
+
+def _slow(h: _RequestHandler, s: Server) -> None:
+    """Answers after 5 s (or at teardown): only a timeout ends the call early."""
+    if not s.release.wait(5):
+        h.reply(200, "{}")
+
+
+def test_timeout_order_step_then_handler_then_30s(serve: Any, yaml_handlers: Any) -> None:
+    server = serve(_slow)
+    built = yaml_handlers(f"""
+        handlers:
+          - {{name: own, exec: "{server.url}", timeout: 300ms}}
+          - {{name: plain, exec: "{server.url}"}}
+          - {{name: zero, type: http, exec: "{server.url}", timeout: 0}}
+        flows:
+          - {{name: f, steps: [own, plain, zero]}}
+        """)
+    # No step timeout: the handler's own.
+    start = time.monotonic()
+    with pytest.raises(HandlerTimeout, match=r"timed out after 0\.3s$"):
+        built["own"](ctx(timeout_s=None), {})
+    assert 0.25 <= time.monotonic() - start < 2.0
+    # The step's timeout wins over the handler's, shorter or longer.
+    with pytest.raises(HandlerTimeout, match=r"timed out after 0\.15s$"):
+        built["own"](ctx(timeout_s=0.15), {})
+    start = time.monotonic()
+    with pytest.raises(HandlerTimeout, match=r"timed out after 0\.6s$"):
+        built["own"](ctx(timeout_s=0.6), {})
+    assert time.monotonic() - start >= 0.55
+    # Neither: 30 s (not waited for here). `timeout: 0` means none, as for steps.
+    assert built["plain"].default_timeout_s == 30.0
+    assert built["zero"].default_timeout_s == 30.0
+
+
+def test_handler_timeout_in_a_floxyctl_run(serve: Any, tmp_path: Path) -> None:
+    server = serve(_slow)
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        textwrap.dedent(f"""
+        handlers:
+          - {{name: slow, exec: "{server.url}", timeout: 200ms}}
+        flows:
+          - name: f
+            steps:
+              - {{name: by_handler, handler: slow, max_retries: 0}}
+              - {{name: by_step, handler: slow, max_retries: 0, timeout: 100ms}}
+          - name: g
+            steps:
+              - {{name: by_step, handler: slow, max_retries: 0, timeout: 100ms}}
+        """)
+    )
+    floxyctl = str(Path(sys.executable).with_name("floxyctl"))
+    env = {**os.environ, "FLOXY_NO_PLUGINS": "1"}
+    for flow, expected in (("f", "0.2s"), ("g", "0.1s")):
+        done = subprocess.run(
+            [floxyctl, "run", "-f", str(path), "--flow", flow, "--output", "json"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert json.loads(done.stdout)["error"] == (
+            f"HTTP request to {server.url} timed out after {expected}"
+        )
+
+
+def test_handler_timeout_is_for_http_handlers_only(tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        "handlers:\n  - {name: b, exec: ./b.sh, timeout: 1s}\nflows:\n  - {name: f, steps: [b]}\n"
+    )
+    with pytest.raises(ValidationError, match=r'handlers\[0\]\.timeout: unknown key "timeout"'):
+        load_workflow_file(path)
+
+
+@pytest.fixture(scope="module")
+def other_ca(certs: Certs) -> Path:
+    """A CA that did not sign the server certificate."""
+    d = certs.ca.parent
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", "other-ca.key", "-out", "other-ca.pem", "-days", "2",
+             "-subj", "/CN=some other CA", cwd=d)  # fmt: skip
+    return d / "other-ca.pem"
+
+
+def test_handler_tls_replaces_the_top_level_block(
+    certs: Certs, other_ca: Path, serve: Any, yaml_handlers: Any
+) -> None:
+    server = serve(status(200, '{"tls": true}'), server_context(certs))
+    built = yaml_handlers(f"""
+        tls:
+          ca_file: {other_ca}
+        handlers:
+          - {{name: default, exec: "{server.url}"}}
+          - name: own_ca
+            exec: "{server.url}"
+            tls: {{ca_file: {certs.ca}}}
+          - name: skip
+            exec: "{server.url}"
+            tls: {{skip_verify: true}}
+        flows:
+          - {{name: f, steps: [default, own_ca, skip]}}
+        """)
+    err = fails(built["default"])  # the top-level block: the wrong CA
+    assert "CERTIFICATE_VERIFY_FAILED" in str(err)
+    assert built["own_ca"](ctx(), {}) == {"tls": True}
+    assert built["skip"](ctx(), {}) == {"tls": True}
+    assert len(server.requests) == 2
+
+
+def test_handler_tls_is_not_merged_with_the_top_level_block(
+    certs: Certs, serve: Any, yaml_handlers: Any
+) -> None:
+    """The top level has the client certificate; a handler block without one sends none."""
+    server = serve(status(200, '{"mtls": true}'), server_context(certs, require_client_cert=True))
+    built = yaml_handlers(f"""
+        tls:
+          ca_file: {certs.ca}
+          cert_file: {certs.client_cert}
+          key_file: {certs.client_key}
+        handlers:
+          - {{name: inherits, exec: "{server.url}"}}
+          - name: replaces
+            exec: "{server.url}"
+            tls: {{ca_file: {certs.ca}}}
+        flows:
+          - {{name: f, steps: [inherits, replaces]}}
+        """)
+    assert built["inherits"](ctx(), {}) == {"mtls": True}
+    err = fails(built["replaces"])
+    assert str(err).startswith(f"HTTP request to {server.url} failed: ")
+    assert len(server.requests) == 1

@@ -16,7 +16,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from floxy_core.engine.state import HookCall, InstanceState, Transition
@@ -58,6 +58,10 @@ def _epoch(value: Any) -> float | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return float(value.timestamp())
+
+
+def _iso(value: float | None) -> str | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC).isoformat()
 
 
 def _dt(value: Any) -> datetime | None:
@@ -210,24 +214,26 @@ class PostgresStore:
         definition = self.get_definition(workflow_id)
 
         def run() -> tuple[int, list[HookCall]]:
-            with self._conn() as conn, conn.pipeline(), conn.transaction():
-                row = conn.execute(
-                    q("insert_instance"),
-                    {"workflow_id": definition.id, "input": _json(data), "now": _ts(now)},
-                ).fetchone()
-                assert row is not None
-                instance = Instance(
-                    id=int(row[0]),
-                    workflow_id=definition.id,
-                    status=InstanceStatus.PENDING,
-                    input=data,
-                    created_at=now,
-                    updated_at=now,
-                )
-                state = InstanceState(definition=definition, instance=instance)
-                tx = Transition(state, now, self._rng)
-                decide(tx)
-                self._persist(conn, tx, _Keys(instance_created=row[1]))
+            with self._conn() as conn:
+                with conn.pipeline(), conn.transaction():
+                    row = conn.execute(
+                        q("insert_instance"),
+                        {"workflow_id": definition.id, "input": _json(data), "now": _ts(now)},
+                    ).fetchone()
+                    assert row is not None
+                    instance = Instance(
+                        id=int(row[0]),
+                        workflow_id=definition.id,
+                        status=InstanceStatus.PENDING,
+                        input=data,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    state = InstanceState(definition=definition, instance=instance)
+                    tx = Transition(state, now, self._rng)
+                    decide(tx)
+                    applied = self._persist(conn, tx, _Keys(instance_created=row[1]))
+                self._assign_ids(tx, applied)
                 self._created.put(instance.id, row[1])
                 return instance.id, tx.committed_hooks()
 
@@ -237,22 +243,24 @@ class PostgresStore:
         self, instance_id: int, now: float, decide: Callable[[Transition], T]
     ) -> tuple[T, list[HookCall]]:
         def run() -> tuple[T, list[HookCall]]:
-            # Pipelined: BEGIN, lock and load go in one round trip when the partition key of
-            # the instance is known, the writes and COMMIT in one more.
-            with self._conn() as conn, conn.pipeline(), conn.transaction():
-                created = self._created.get(instance_id)
-                if created is None:
-                    locked = conn.execute(q("lock_instance"), {"id": instance_id}).fetchone()
-                    if locked is None:
+            # Two round trips: BEGIN + lock-and-load, then the writes + COMMIT (pipelined).
+            with self._conn() as conn:
+                with conn.pipeline(), conn.transaction():
+                    row = conn.execute(
+                        q("lock_load"),
+                        {"id": instance_id, "created": self._created.get(instance_id),
+                         "now": _ts(now)},
+                    ).fetchone()  # fmt: skip
+                    if row is None or row[0] is None:
                         raise NotFoundError(f"instance {instance_id} not found")
-                    created = locked[0]
+                    created = _dt(row[0]["created"])
+                    assert created is not None
                     self._created.put(instance_id, created)
-                else:
-                    conn.execute(q("lock_instance_at"), {"id": instance_id, "created": created})
-                state, keys = self._load(conn, instance_id, created, now)
-                tx = Transition(state, now, self._rng)
-                result = decide(tx)
-                self._persist(conn, tx, keys)
+                    state, keys = self._state(instance_id, row[0]["state"])
+                    tx = Transition(state, now, self._rng)
+                    result = decide(tx)
+                    applied = self._persist(conn, tx, keys)
+                self._assign_ids(tx, applied)
                 return result, tx.committed_hooks()
 
         return self._retrying(run)
@@ -260,53 +268,40 @@ class PostgresStore:
     def claim(
         self, now: float, aging_rate: float, decide: Callable[[Transition, QueueItem], T]
     ) -> tuple[bool, T | None, list[HookCall]]:
-        skip: list[int] = []
-
-        def run() -> tuple[bool, T | None, list[HookCall]] | None:
-            with self._conn() as conn, conn.pipeline(), conn.transaction():
-                row = conn.execute(
-                    q("claim_candidate"),
-                    {"now": _ts(now), "rate": max(aging_rate, 0.0), "skip": skip},
-                ).fetchone()
-                if row is None:
-                    return False, None, []
-                item_id, instance_id, created = int(row[0]), int(row[1]), row[2]
-                if created is None:  # another worker holds the instance: try another row
-                    skip.append(instance_id)
-                    return None
-                self._created.put(instance_id, created)
-                state, keys = self._load(conn, instance_id, created, now)
-                tx = Transition(state, now, self._rng)
-                item = next(i for i in state.queue if i.id == item_id)
-                result = decide(tx, item)
-                self._persist(conn, tx, keys)
+        def run() -> tuple[bool, T | None, list[HookCall]]:
+            # Two round trips: BEGIN + claim-lock-and-load, then the writes + COMMIT.
+            with self._conn() as conn:
+                with conn.pipeline(), conn.transaction():
+                    row = conn.execute(
+                        q("claim"), {"now": _ts(now), "rate": max(aging_rate, 0.0)}
+                    ).fetchone()
+                    if row is None or row[0] is None:
+                        return False, None, []
+                    claimed = row[0]
+                    instance_id, item_id = int(claimed["instance_id"]), int(claimed["item_id"])
+                    created = _dt(claimed["created"])
+                    assert created is not None
+                    self._created.put(instance_id, created)
+                    state, keys = self._state(instance_id, claimed["state"])
+                    tx = Transition(state, now, self._rng)
+                    item = next(i for i in state.queue if i.id == item_id)
+                    result = decide(tx, item)
+                    applied = self._persist(conn, tx, keys)
+                self._assign_ids(tx, applied)
                 return True, result, tx.committed_hooks()
 
-        for _ in range(8):
-            outcome = self._retrying(run)
-            if outcome is not None:
-                return outcome
-        return False, None, []
+        return self._retrying(run)
 
     # -- loading and persisting -------------------------------------------------------------
 
-    def _load(
-        self, conn: psycopg.Connection[Any], instance_id: int, created: datetime, now: float
-    ) -> tuple[InstanceState, _Keys]:
-        skew = timedelta(hours=1)
-        row = conn.execute(
-            q("load_state"),
-            {
-                "id": instance_id,
-                "created": created,
-                "since": created - skew,
-                "until": max(created, _ts(now) or created) + skew,
-            },
-        ).fetchone()
-        if row is None:
-            raise NotFoundError(f"instance {instance_id} not found")
-        (workflow_id, status, data, output, error, created, updated, started, completed) = row[:9]
-        steps_raw, joins_raw, queue_raw, decisions_raw, dlq_raw, cancel_raw = row[9:]
+    def _state(self, instance_id: int, doc: list[Any]) -> tuple[InstanceState, _Keys]:
+        """The instance's records from the document `floxy_state` builds on the server."""
+        (workflow_id, status, data, output, error, created_raw, updated, started, completed) = doc[
+            :9
+        ]
+        steps_raw, joins_raw, queue_raw, decisions_raw, dlq_raw, cancel_raw = doc[9:]
+        created = _dt(created_raw)
+        assert created is not None
         definition = self.get_definition(workflow_id)
         keys = _Keys(instance_created=created)
         instance = Instance(
@@ -317,7 +312,7 @@ class PostgresStore:
             output=output,
             error=error,
             created_at=created.timestamp(),
-            updated_at=updated.timestamp(),
+            updated_at=_epoch(updated) or 0.0,
             started_at=_epoch(started),
             completed_at=_epoch(completed),
         )
@@ -405,159 +400,149 @@ class PostgresStore:
             )
         return state, keys
 
-    def _persist(self, conn: psycopg.Connection[Any], tx: Transition, keys: _Keys) -> None:
+    def _persist(
+        self, conn: psycopg.Connection[Any], tx: Transition, keys: _Keys
+    ) -> psycopg.Cursor[Any] | None:
+        """Queue every write of `tx` as one `floxy_apply` call; its result arrives with COMMIT."""
         if not tx.changed and tx.state.cancel_request is None:
-            return
+            return None
         inst = tx.instance
-        now = _ts(tx.now)
-        cur = conn.cursor()
-        if tx.new_steps:  # the only writes whose results later writes need: one round trip
-            created_at = [datetime.fromtimestamp(row.created_at, UTC) for row in tx.new_steps]
-            cur.executemany(
-                q("insert_step"),
-                [self._step_params(r, c) for r, c in zip(tx.new_steps, created_at, strict=True)],
-                returning=True,
-            )
-            for row, created in zip(tx.new_steps, created_at, strict=True):
-                new_id = cur.fetchone()
-                assert new_id is not None
-                row.id = int(new_id[0])
-                keys.steps_created[row.step_name] = created
-                keys.step_ids[row.step_name] = row.id
-                cur.nextset()
-        for row in tx.dirty_steps.values():
-            cur.execute(q("update_step"), self._step_params(row, keys.steps_created[row.step_name]))
+        doc: dict[str, Any] = {
+            "instance_id": inst.id,
+            "instance_created": keys.instance_created.isoformat(),
+            "step_ids": keys.step_ids,
+        }
+        if tx.new_steps:
+            doc["new_steps"] = [self._step_doc(row) for row in tx.new_steps]
+        if tx.dirty_steps:
+            doc["steps"] = [
+                self._step_doc(row, keys.steps_created[row.step_name])
+                for row in tx.dirty_steps.values()
+            ]
         if tx.instance_dirty:
-            cur.execute(
-                q("update_instance"),
-                {
-                    "id": inst.id,
-                    "created_at": keys.instance_created,
-                    "status": inst.status.value,
-                    "output": _json(inst.output),
-                    "error": inst.error,
-                    "started_at": _ts(inst.started_at),
-                    "completed_at": _ts(inst.completed_at),
-                    "updated_at": _ts(inst.updated_at),
-                },
-            )
-        for join in tx.dirty_joins.values():
-            params = {
-                "instance_id": inst.id,
-                "join_step": join.join_step,
-                "waiting_for": _json(join.waiting_for),
-                "completed": _json(join.completed),
-                "failed": _json(join.failed),
-                "strategy": join.strategy.value,
-                "is_ready": join.is_ready,
-                "now": now,
+            doc["instance"] = {
+                "status": inst.status.value,
+                "output": inst.output,
+                "error": inst.error,
+                "started_at": _iso(inst.started_at),
+                "completed_at": _iso(inst.completed_at),
+                "updated_at": _iso(inst.updated_at),
             }
-            cur.execute(q("update_join" if join.join_step in keys.joins else "insert_join"), params)
-            keys.joins.add(join.join_step)
-        for item in tx.removed_queue:
-            cur.execute(q("delete_queue"), {"id": item.id})
-        for item in tx.dirty_queue:
-            cur.execute(
-                q("update_queue"),
+        if tx.dirty_joins:
+            doc["joins"] = [
+                {
+                    "join_step": join.join_step,
+                    "known": join.join_step in keys.joins,
+                    "waiting_for": join.waiting_for,
+                    "completed": join.completed,
+                    "failed": join.failed,
+                    "strategy": join.strategy.value,
+                    "is_ready": join.is_ready,
+                    "now": _iso(tx.now),
+                }
+                for join in tx.dirty_joins.values()
+            ]
+        if tx.removed_queue:
+            doc["queue_removed"] = [item.id for item in tx.removed_queue]
+        if tx.dirty_queue:
+            doc["queue"] = [
                 {
                     "id": item.id,
-                    "scheduled_at": _ts(item.scheduled_at),
-                    "attempted_at": _ts(item.attempted_at),
+                    "scheduled_at": _iso(item.scheduled_at),
+                    "attempted_at": _iso(item.attempted_at),
                     "attempted_by": item.attempted_by,
-                    "lease_until": _ts(item.lease_until),
-                },
-            )
-        for item in tx.new_queue:
-            cur.execute(
-                q("insert_queue"),
+                    "lease_until": _iso(item.lease_until),
+                }
+                for item in tx.dirty_queue
+            ]
+        if tx.new_queue:
+            doc["queue_new"] = [
                 {
-                    "instance_id": inst.id,
-                    "instance_created_at": keys.instance_created,
-                    "step_id": keys.step_ids[item.step_name],
-                    "scheduled_at": _ts(item.scheduled_at),
+                    "step_name": item.step_name,
+                    "scheduled_at": _iso(item.scheduled_at),
                     "priority": item.priority,
-                },
-            )
-        if tx.events:  # one batch: a step writes several events
-            cur.executemany(
-                q("insert_event"),
-                [
-                    {
-                        "instance_id": inst.id,
-                        "step_id": keys.step_ids.get(event.step_name or ""),
-                        "event_type": event.type,
-                        "payload": _json(dict(event.payload)),
-                        "created_at": _ts(event.at),
-                    }
-                    for event in tx.events
-                ],
-            )
-        for record in tx.new_dlq:  # rare: worth a round trip for the id
-            new_id = conn.execute(
-                q("insert_dlq"),
+                }
+                for item in tx.new_queue
+            ]
+        if tx.events:
+            doc["events"] = [
                 {
-                    "instance_id": inst.id,
+                    "step_name": event.step_name,
+                    "type": event.type,
+                    "payload": dict(event.payload),
+                    "at": _iso(event.at),
+                }
+                for event in tx.events
+            ]
+        if tx.new_dlq:
+            doc["dlq_new"] = [
+                {
                     "workflow_id": record.workflow_id,
-                    "step_id": keys.step_ids[record.step_name],
                     "step_name": record.step_name,
                     "step_type": record.step_type.value,
-                    "input": _json(record.input),
+                    "input": record.input,
                     "error": record.error,
                     "reason": record.reason,
-                    "created_at": _ts(record.created_at),
-                },
-            ).fetchone()
-            assert new_id is not None
-            record.id = int(new_id[0])
-        for record in tx.removed_dlq:
-            cur.execute(q("delete_dlq"), {"id": record.id})
-        for decision in tx.new_decisions:
-            cur.execute(
-                q("insert_decision"),
+                    "created_at": _iso(record.created_at),
+                }
+                for record in tx.new_dlq
+            ]
+        if tx.removed_dlq:
+            doc["dlq_removed"] = [record.id for record in tx.removed_dlq]
+        if tx.new_decisions:
+            doc["decisions"] = [
                 {
-                    "instance_id": inst.id,
-                    "step_id": keys.step_ids[decision.step_name],
+                    "step_name": decision.step_name,
                     "decided_by": decision.decided_by,
                     "decision": decision.decision,
                     "comment": decision.comment,
-                    "decided_at": _ts(decision.decided_at),
-                },
-            )
+                    "decided_at": _iso(decision.decided_at),
+                }
+                for decision in tx.new_decisions
+            ]
         request = tx.state.cancel_request
         if inst.status.terminal and (keys.had_cancel_request or request is not None):
-            cur.execute(q("delete_cancel_request"), {"instance_id": inst.id})
+            doc["cancel_done"] = True
         elif request is not None and not keys.had_cancel_request:
-            cur.execute(
-                q("upsert_cancel_request"),
-                {
-                    "instance_id": inst.id,
-                    "requested_by": request.requested_by,
-                    "cancel_type": request.cancel_type,
-                    "reason": request.reason,
-                },
-            )
-        if tx.new_queue or any(item.attempted_by is None for item in tx.dirty_queue):
-            # only work another worker could take: not the lease a claim just wrote
-            cur.execute(f"NOTIFY {CHANNEL}")
+            doc["cancel_request"] = {
+                "requested_by": request.requested_by,
+                "cancel_type": request.cancel_type,
+                "reason": request.reason,
+            }
+        # only work another worker could take: not the lease a claim just wrote
+        doc["notify"] = bool(tx.new_queue) or any(i.attempted_by is None for i in tx.dirty_queue)
+        return conn.execute(q("apply"), {"doc": _json(doc)})
 
     @staticmethod
-    def _step_params(row: StepRecord, created: datetime) -> dict[str, Any]:
+    def _assign_ids(tx: Transition, applied: psycopg.Cursor[Any] | None) -> None:
+        """Give the records inserted by `floxy_apply` their ids (read after COMMIT)."""
+        if applied is None:
+            return
+        row = applied.fetchone()
+        assert row is not None
+        ids = row[0]
+        for step in tx.new_steps:
+            step.id = int(ids["step_ids"][step.step_name])
+        for record, new_id in zip(tx.new_dlq, ids["dlq_ids"], strict=True):
+            record.id = int(new_id)
+
+    @staticmethod
+    def _step_doc(row: StepRecord, created: datetime | None = None) -> dict[str, Any]:
         return {
             "id": row.id,
-            "instance_id": row.instance_id,
             "step_name": row.step_name,
             "step_type": row.step_type.value,
             "status": row.status.value,
-            "input": _json(row.input),
-            "output": _json(row.output),
+            "input": row.input,
+            "output": row.output,
             "error": row.error,
             "retry_count": row.retry_count,
             "max_retries": row.max_retries,
             "compensation_retry_count": row.compensation_retry_count,
             "idempotency_key": row.idempotency_key,
-            "started_at": _ts(row.started_at),
-            "completed_at": _ts(row.completed_at),
-            "created_at": created,
+            "started_at": _iso(row.started_at),
+            "completed_at": _iso(row.completed_at),
+            "created_at": created.isoformat() if created else _iso(row.created_at),
         }
 
     # -- waking and leases ------------------------------------------------------------------
