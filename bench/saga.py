@@ -20,11 +20,13 @@ from typing import Any
 from bench.run import (
     ROOT,
     THREE_STEPS,
+    cpu_seconds,
     floxyctl_path,
     git_commit,
     log,
     percentile,
     postgres_database,
+    server_cpu_seconds,
     timed_runs,
 )
 
@@ -197,6 +199,8 @@ def engine_run(
             ids = [runtime.start_instance(flow.id, {"i": i}) for i in range(instances)]
             before_calls = calls.count
             start = wal_position(dsn)
+            server0 = server_cpu_seconds(cluster.datadir)
+            cpu0 = cpu_seconds()
             t0 = time.perf_counter()
             runtime.start()
             while terminal_count(poll, ids) < instances:
@@ -204,6 +208,8 @@ def engine_run(
                     raise RuntimeError(f"{flow.id}: {instances} instances did not finish in 600 s")
                 time.sleep(0.02)
             elapsed = time.perf_counter() - t0
+            client_cpu = cpu_seconds() - cpu0
+            server_cpu = (server_cpu_seconds(cluster.datadir) or 0.0) - (server0 or 0.0)
             runtime.stop()
             statuses = dict(
                 poll.execute(
@@ -225,6 +231,8 @@ def engine_run(
         "instances_per_s": instances / elapsed,
         "commits_per_step": commits / steps,
         "wal_bytes_per_step": wal / steps,
+        "client_cpu_ms_per_step": client_cpu * 1000 / steps,
+        "server_cpu_ms_per_step": server_cpu * 1000 / steps,
     }
 
 
@@ -377,10 +385,7 @@ def w_history(cluster: Any, workers: int, instances: int | None, runs: int) -> d
     return {
         "history_steps": n * 3,
         "instances": count,
-        **{
-            k: spread([s[k] for s in samples])
-            for k in ("steps_per_s", "instances_per_s", "commits_per_step", "wal_bytes_per_step")
-        },
+        **{k: spread([s[k] for s in samples]) for k in samples[0] if k not in ("seconds", "steps")},
     }
 
 
@@ -602,6 +607,8 @@ def report(results: dict[str, Any]) -> str:
         rows.append((name, "instances/s", _cell(r["instances_per_s"])))
         rows.append((name, "commits/step", _cell(r["commits_per_step"])))
         rows.append((name, "WAL bytes/step", _cell(r["wal_bytes_per_step"])))
+        rows.append((name, "client CPU ms/step", _cell(r["client_cpu_ms_per_step"])))
+        rows.append((name, "server CPU ms/step", _cell(r["server_cpu_ms_per_step"])))
         steps = r["steps_per_s"]["median"]
         if limit:
             rows.append((name, "ratio to pgbench@4 (W1 target >= 0.25)", f"{steps / limit:.3f}"))

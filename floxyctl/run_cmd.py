@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -16,6 +17,9 @@ import typer
 
 from floxyctl import exits
 from floxyctl.app import FileOpt, InputOpt, OutputFormat, OutputOpt, fail, plugins
+
+MAX_WORKERS = 256
+"""Upper bound of -w/--workers: each worker is a thread, and thousands of them only fail."""
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +36,13 @@ def run(
         ),
     ] = None,
     workers: Annotated[
-        int, typer.Option("-w", "--workers", envvar="FLOXY_WORKERS", help="Worker threads.")
+        int,
+        typer.Option(
+            "-w",
+            "--workers",
+            envvar="FLOXY_WORKERS",
+            help=f"Worker threads, 1 to {MAX_WORKERS}.",
+        ),
     ] = 3,
     worker_interval: Annotated[
         str,
@@ -81,6 +91,8 @@ def run(
         fail(str(exc))
     if workers < 1:
         fail(f"--workers must be at least 1, got {workers}")
+    if workers > MAX_WORKERS:
+        fail(f"--workers must be at most {MAX_WORKERS}, got {workers}")
     decisions = _parse_decisions(decide or [])
     workflow, handler_specs = _load(file, flow)
     _check_decisions(decisions, workflow)
@@ -131,6 +143,8 @@ def _load(file: Path, flow: str | None) -> tuple[Any, Any]:
 
     try:
         loaded = load_workflow_file(file)
+        for warning in loaded.warnings:
+            print(f"floxyctl: warning: {warning}", file=sys.stderr)
         return loaded.flow(flow), loaded
     except ValidationError as exc:
         for error in exc.errors:
@@ -248,13 +262,25 @@ class _Session:
                 instance_id = runtime.start_instance(self.workflow.id, self.data)
             except StartVetoed as exc:
                 fail(str(exc))
-            runtime.start()
+            try:
+                runtime.start()
+            except RuntimeError as exc:  # e.g. "can't start new thread" under a low ulimit
+                fail(f"cannot start {self.workers} worker threads ({exc}); try fewer --workers")
             note, code = self._follow(runtime, instance_id, started)
+            # The state when floxyctl stopped waiting: stopping the runtime hands unfinished
+            # steps back (a step running at a completion timeout would then show as pending).
+            store = runtime.store
+            snapshot = (
+                store.get_instance(instance_id),
+                store.get_steps(instance_id),
+                store.get_events(instance_id),
+                store.get_dlq(instance_id),
+            )
         finally:
             runtime.stop(grace=0.0)
             close_handlers(handlers)
             signal.signal(signal.SIGINT, previous)
-        self._report(runtime, instance_id, time.monotonic() - started, note)
+        self._report(*snapshot, elapsed=time.monotonic() - started, note=note)
         return code
 
     def _follow(self, runtime: Any, instance_id: int, started: float) -> tuple[str | None, int]:
@@ -297,7 +323,7 @@ class _Session:
                         exits.PAUSED,
                     )
                 waiting = [s for s in steps if s.status is StepStatus.WAITING_DECISION]
-                if waiting:
+                if waiting and status is InstanceStatus.RUNNING:
                     note = self._answer_humans(runtime, instance_id, waiting, steps, live)
                     if note is not None:
                         return note, exits.PAUSED
@@ -349,9 +375,17 @@ class _Session:
             if answer is None and sys.stdin.isatty() and sys.stderr.isatty():
                 if live is not None:
                     live.stop()
-                answer = _ask(row.step_name, row.input)
-                if live is not None:
-                    live.start()
+                try:
+                    answer = _ask(
+                        row.step_name,
+                        row.input,
+                        lambda row=row: self._prompt_moot(runtime, instance_id, row.step_name),
+                    )
+                finally:
+                    if live is not None:
+                        live.start()
+                if answer is None and self._prompt_moot(runtime, instance_id, row.step_name):
+                    return None  # Ctrl-C or the decision timed out: let _follow handle it
             if answer is None:
                 continue
             with contextlib.suppress(ConflictError):
@@ -367,42 +401,85 @@ class _Session:
             f"(answer with --decide {waiting[0].step_name}=confirm|reject)."
         )
 
-    def _report(self, runtime: Any, instance_id: int, elapsed: float, note: str | None) -> None:
+    def _prompt_moot(self, runtime: Any, instance_id: int, step_name: str) -> bool:
+        """True when the question on screen no longer needs an answer: Ctrl-C was pressed, or
+        the step stopped waiting (decision timeout) or the instance stopped running."""
+        from floxy_core.status import InstanceStatus, StepStatus
+
+        if self.interrupts > self.handled_interrupts:
+            return True
+        store = runtime.store
+        if store.get_instance(instance_id).status is not InstanceStatus.RUNNING:
+            return True
+        return not any(
+            s.step_name == step_name and s.status is StepStatus.WAITING_DECISION
+            for s in store.get_steps(instance_id)
+        )
+
+    def _report(
+        self,
+        instance: Any,
+        steps: list[Any],
+        events: list[Any],
+        dlq: list[Any],
+        *,
+        elapsed: float,
+        note: str | None,
+    ) -> None:
         from floxy_core.report import instance_report
         from floxyctl import render
 
-        store = runtime.store
-        instance = store.get_instance(instance_id)
-        steps = store.get_steps(instance_id)
-        events = store.get_events(instance_id)
         if self.json_output:
-            render.print_json(instance_report(instance, steps, events, store.get_dlq(instance_id)))
+            render.print_json(instance_report(instance, steps, events, dlq))
             if note:
                 print(note, file=sys.stderr)
             return
         render.summary(instance, steps, events, elapsed_s=elapsed, note=note)
 
 
-def _ask(step: str, data: Any) -> str | None:
+def _ask(step: str, data: Any, moot: Callable[[], bool]) -> str | None:
+    """Ask on the terminal; None at end of input or as soon as `moot()` says the answer is no
+    longer wanted (checked every 0.1 s, so Ctrl-C is not stuck behind a blocking read)."""
     preview = json.dumps(data, ensure_ascii=False)
     if len(preview) > 400:
         preview = preview[:399] + "…"
     print(f"\nStep {step!r} waits for a human decision. Input: {preview}", file=sys.stderr)
     while True:
-        try:
-            print(
-                "Confirm (continue) or reject (abort)? [c/r] ", end="", file=sys.stderr, flush=True
-            )
-            answer = sys.stdin.readline()
-        except (EOFError, KeyboardInterrupt):
-            return None
-        if not answer:
+        print("Confirm (continue) or reject (abort)? [c/r] ", end="", file=sys.stderr, flush=True)
+        answer = _read_line(sys.stdin.fileno(), moot)
+        if answer is None:
+            print(file=sys.stderr, flush=True)
             return None
         choice = answer.strip().lower()
         if choice in ("c", "confirm", "y", "yes"):
             return "confirmed"
         if choice in ("r", "reject", "n", "no"):
             return "rejected"
+
+
+def _read_line(fd: int, moot: Callable[[], bool], poll_s: float = 0.1) -> str | None:
+    """One line from the terminal `fd` without blocking for longer than `poll_s` at a time.
+
+    `sys.stdin.readline()` would block through Ctrl-C: our SIGINT handler only counts, and
+    Python retries the interrupted read (PEP 475).
+    """
+    import select
+
+    pending = b""
+    while not moot():
+        try:
+            ready, _, _ = select.select([fd], [], [], poll_s)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1024)
+        except OSError:  # the terminal went away
+            return None
+        if not chunk:
+            return None
+        pending += chunk
+        if b"\n" in pending:
+            return pending.split(b"\n", 1)[0].decode("utf-8", "replace")
+    return None
 
 
 def _exit_code(status: Any) -> int:

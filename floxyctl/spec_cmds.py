@@ -27,12 +27,20 @@ class GraphFormat(StrEnum):
 
 
 FilesOpt = Annotated[
-    list[Path],
+    list[Path] | None,
     typer.Option(
         "-f",
         "--file",
         help="Workflow YAML file to check (repeat -f to check several).",
         metavar="<path>",
+        show_default=False,
+    ),
+]
+MoreFilesArg = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        help="More files to check, e.g. what a shell glob expands to: -f examples/yaml/*.yaml.",
+        metavar="[FILE]...",
         show_default=False,
     ),
 ]
@@ -87,6 +95,12 @@ def _load(path: Path, *, build: bool = False) -> tuple[WorkflowFile | None, list
     return loaded, []
 
 
+def print_warnings(loaded: WorkflowFile) -> None:
+    """Problems that do not stop a file from loading, one line each on stderr."""
+    for warning in loaded.warnings:
+        print(f"floxyctl: warning: {warning}", file=sys.stderr)
+
+
 def _print_errors(errors: list[SpecError], files_with_errors: int) -> None:
     for error in errors:
         print(str(error), file=sys.stderr)
@@ -94,18 +108,28 @@ def _print_errors(errors: list[SpecError], files_with_errors: int) -> None:
     print(summary, file=sys.stderr)
 
 
-def validate(files: FilesOpt, output: OutputOpt = OutputFormat.text) -> None:
+def validate(
+    files: FilesOpt = None,
+    more_files: MoreFilesArg = None,
+    output: OutputOpt = OutputFormat.text,
+) -> None:
     """Check workflow files without running anything: YAML, schema, names, handlers, conditions.
 
-    Every problem is reported at once as FILE:LINE:COL: PATH: message (on stderr); valid files
-    print "FILE: ok (...)" on stdout. Exit 0 when every file is valid, 2 otherwise.
+    Every file is checked, and every problem of every file is reported at once as
+    FILE:LINE:COL: PATH: message (on stderr); valid files print "FILE: ok (...)" on stdout.
+    Warnings (e.g. a retry_strategy taken as fixed) go to stderr and do not fail the file.
+    Exit 0 when every file is valid, 2 otherwise.
 
     \b
     Examples:
       floxyctl validate -f order.yaml
       floxyctl validate -f a.yaml -f b.yaml --output json
+      floxyctl validate -f examples/yaml/*.yaml
     """
-    results = [(path, *_load(path, build=True)) for path in files]
+    paths = [*(files or []), *(more_files or [])]
+    if not paths:
+        fail("no workflow file given: floxyctl validate -f FILE [FILE...]")
+    results = [(path, *_load(path, build=True)) for path in paths]
     valid = all(not errors for _, _, errors in results)
     if output is OutputFormat.json:
         import json
@@ -118,6 +142,7 @@ def validate(files: FilesOpt, output: OutputOpt = OutputFormat.text) -> None:
                     "valid": not errors,
                     "flows": [flow.id for flow in loaded.flows] if loaded else [],
                     "errors": [error.to_json() for error in errors],
+                    "warnings": [w.to_json() for w in loaded.warnings] if loaded else [],
                 }
                 for path, loaded, errors in results
             ],
@@ -127,6 +152,7 @@ def validate(files: FilesOpt, output: OutputOpt = OutputFormat.text) -> None:
         all_errors: list[SpecError] = []
         for path, loaded, errors in results:
             if loaded is not None:
+                print_warnings(loaded)
                 ids = ", ".join(flow.id for flow in loaded.flows)
                 print(f"{path}: ok ({_plural(len(loaded.flows), 'flow')}: {ids})")
             all_errors.extend(errors)
@@ -155,6 +181,7 @@ def graph(
     if loaded is None:
         _print_errors(errors, 1)
         raise typer.Exit(exits.USAGE)
+    print_warnings(loaded)
     try:
         definition = loaded.flow(flow)
     except InputError as exc:

@@ -23,7 +23,7 @@ from floxy_core.model import (
     WorkflowDefinition,
     WorkflowFile,
 )
-from floxy_core.spec.loader import Document
+from floxy_core.spec.loader import RETRY_STRATEGIES, Document, expression_key
 
 _BUILTIN_TYPES = ("bash", "http")
 
@@ -108,6 +108,8 @@ def _options(raw: Mapping[str, Any], handler: str, handlers: Mapping[str, Handle
         metadata["exec"] = spec.exec
     metadata.update(raw.get("metadata") or {})
     strategy = raw.get("retry_strategy") or "fixed"
+    if strategy not in RETRY_STRATEGIES:  # the loader warned: the reference takes it as fixed
+        strategy = "fixed"
     return Options(
         max_retries=raw.get("max_retries"),
         no_idempotent=bool(raw.get("no_idempotent", False)),
@@ -155,7 +157,7 @@ def _add_steps(builder: Builder, steps: Sequence[Any], handlers: Mapping[str, Ha
         elif kind == "parallel":
             builder.parallel(raw["name"], *(_task(t, handlers) for t in raw["tasks"]))
         elif kind == "condition":
-            expr = raw.get("expr") or raw.get("condition") or ""
+            expr = raw.get(expression_key(raw)) or ""
             otherwise = raw.get("else")
             builder.condition(
                 raw["name"], expr, _branch(otherwise, handlers) if otherwise else None

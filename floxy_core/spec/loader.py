@@ -33,7 +33,14 @@ if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import ValidationError as SchemaError
 
-__all__ = ["Document", "format_path", "load_document", "load_file"]
+__all__ = [
+    "RETRY_STRATEGIES",
+    "Document",
+    "expression_key",
+    "format_path",
+    "load_document",
+    "load_file",
+]
 
 PathT = tuple[str | int, ...]
 Pos = tuple[int, int]
@@ -44,6 +51,9 @@ MAX_DEPTH = 64
 """Cap on nesting; deeper documents are not workflows and would exhaust the recursion limit."""
 
 STEP_TYPES = ("task", "parallel", "condition", "savepoint", "fork", "human")
+RETRY_STRATEGIES = ("fixed", "linear", "exponential", "")
+"""What `retry_strategy` may say; any other string is taken as fixed, with a warning, because
+the reference silently treats it so (and reference files must load unchanged)."""
 _RESERVED_ROOT = "_root_"
 _RESERVED_PREFIX = "cond#"
 _DURATION_HINT = "use milliseconds or 250ms, 2s, 5m, 1h"
@@ -154,16 +164,71 @@ def load_document(text: str, path: str = "<string>", *, require_handlers: bool =
     if not isinstance(data, dict):
         errors.append(doc.error((), f"expected a mapping at the top level, got {_show(data)}"))
         raise ValidationError(errors)
+    warns: list[SpecError] = []
+    lenient = _unknown_retry_strategies(data)
+    warns.extend(
+        doc.error(
+            at, f"unknown retry_strategy {_show(value)} is treated as fixed ({_STRATEGY_HINT})"
+        )
+        for at, value in lenient
+    )
+    checked = doc
+    if lenient:  # the schema sees "fixed" there; the document keeps what the user wrote
+        patched: Any = data
+        for at, _value in lenient:
+            patched = _replaced(patched, at, "fixed")
+        checked = Document(path, patched, (), conv.values, conv.keys)
     try:
-        errors.extend(_schema_errors(doc))
+        errors.extend(_schema_errors(checked))
     except RecursionError:  # unreachable within MAX_DEPTH; a guard, not a feature
         errors.append(SpecError(path, 1, 1, "", "document nested too deeply to validate"))
         raise ValidationError(errors) from None
-    warns: list[SpecError] = []
     _Semantics(doc, errors, warns if not require_handlers else errors).run()
     if errors:
         raise ValidationError(errors)
     return Document(path, data, tuple(sorted(warns, key=_order)), conv.values, conv.keys)
+
+
+_STRATEGY_HINT = "expected fixed, linear or exponential"
+
+
+def _unknown_retry_strategies(data: Any) -> list[tuple[PathT, str]]:
+    """`retry_strategy` strings the reference would silently take as fixed, with their paths.
+
+    Only step-like mappings under `flows` are searched; `metadata` is free-form user data.
+    """
+    found: list[tuple[PathT, str]] = []
+
+    def walk(node: Any, path: PathT) -> None:
+        if isinstance(node, dict):
+            value = node.get("retry_strategy")
+            if isinstance(value, str) and value not in RETRY_STRATEGIES:
+                found.append(((*path, "retry_strategy"), value))
+            for key, child in node.items():
+                if key != "metadata":
+                    walk(child, (*path, key))
+        elif isinstance(node, list):
+            for index, child in enumerate(node):
+                walk(child, (*path, index))
+
+    if isinstance(data, dict):
+        walk(data.get("flows"), ("flows",))
+    return found
+
+
+def _replaced(node: Any, path: PathT, value: Any) -> Any:
+    """A copy of `node` with the value at `path` replaced; only the containers on the path are
+    copied."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(node, dict) and isinstance(head, str):
+        return {**node, head: _replaced(node[head], rest, value)}
+    if isinstance(node, list) and isinstance(head, int):
+        copy = list(node)
+        copy[head] = _replaced(node[head], rest, value)
+        return copy
+    return node
 
 
 def _order(e: SpecError) -> tuple[int, int, str]:
@@ -603,7 +668,9 @@ class _Semantics:
                 self._declare(f"{name}_join", f'join "{name}_join" of parallel "{name}"', name_path)
         elif kind == "condition":
             self._declare(name, f'condition "{name}"', name_path)
-            key = "expr" if "expr" in step else "condition"
+            key = expression_key(step)
+            if step.get(key) == "":
+                self._err((*path, key), "must not be empty")
             self._expression(step.get(key), (*path, key))
             if "else" in step:
                 branch = step["else"]
@@ -704,6 +771,15 @@ class _Semantics:
             self._err(path, f"invalid condition {_show(expr)}: {reason}")
         except RecursionError:
             self._err(path, f"invalid condition {_show(expr)}: nested too deeply")
+
+
+def expression_key(step: Mapping[str, Any]) -> str:
+    """Which key holds a condition's expression: `expr` when it is not empty, else its alias
+    `condition` (the reference's "expr wins" only applies to a non-empty expr)."""
+    expr = step.get("expr")
+    if "condition" in step and (expr is None or expr == ""):
+        return "condition"
+    return "expr"
 
 
 def _condition_parser() -> Callable[[str], object]:

@@ -267,6 +267,19 @@ CTL_CASES = [
     ),
     # workers
     Case("run-workers-zero", (*RUN, "-w", "0"), ("--workers", "at least 1")),
+    Case("run-workers-too-many", (*RUN, "-w", "100000"), ("--workers", "at most 256", "100000")),
+    Case("run-workers-257", (*RUN, "--workers", "257"), ("--workers", "at most 256")),
+    Case(
+        "run-workers-env-too-many",
+        RUN,
+        ("workers", "at most 256"),
+        env={"FLOXY_WORKERS": "100000"},
+    ),
+    Case(
+        "run-workers-beyond-int64",
+        (*RUN, "-w", "9" * 30),
+        ("--workers", "at most 256"),
+    ),
     Case("run-workers-negative", (*RUN, "-w", "-3"), ("--workers", "-3")),
     Case("run-workers-env-zero", RUN, ("workers", "at least 1"), env={"FLOXY_WORKERS": "0"}),
     Case("run-workers-not-a-number", (*RUN, "-w", "abc"), ("workers", "abc")),
@@ -448,6 +461,7 @@ CTL_CASES = [
     Case("unknown-option", (*RUN, "--bogus"), ("--bogus",)),
     Case("unknown-command", ("nosuchcommand",), ("nosuchcommand",)),
     Case("missing-file-option", ("run",), ("missing option", "--file")),
+    Case("validate-without-file", ("validate",), ("no workflow file",)),
     Case("missing-instance-option", ("cancel",), ("missing option", "--instance"), env=NO_DB),
     Case("missing-argument", ("inspect",), ("missing argument",), env=NO_DB),
     Case("bad-output-format", (*RUN, "--output", "yaml"), ("--output", "yaml")),

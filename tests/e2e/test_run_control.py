@@ -439,3 +439,70 @@ flows:
     assert sorted(r.output["completed"]) == ["x", "y"]
     assert r.output["z"] is True
     assert [ln.split()[1] for ln in ledger.lines()].count("z") == 1
+
+
+def test_the_most_workers_allowed_run(run_flow):
+    r = run_flow(ONE, "-w", "256")
+    assert r.code == 0, r.describe()
+    assert r.status == "completed"
+
+
+# --------------------------------------------------------------------------------------------
+# Reference compatibility: what the reference silently accepted runs unchanged
+
+UNKNOWN_STRATEGY = """
+handlers:
+  - name: flaky
+    exec: |
+      echo "flaky $FLOXY_RETRY_COUNT" >> "$LEDGER"
+      [ "$FLOXY_RETRY_COUNT" -ge 2 ] || exit 1
+      echo '{"ok": true}'
+flows:
+  - name: lenient
+    steps:
+      - {name: flaky, max_retries: 3, retry_delay: 100, retry_strategy: backoff}
+"""
+
+
+def test_unknown_retry_strategy_runs_as_fixed_with_a_warning(run_flow, ledger):
+    r = run_flow(UNKNOWN_STRATEGY)
+    assert r.code == 0, r.describe()
+    assert r.output == {"ok": True}
+    assert ledger.lines() == ["flaky 0", "flaky 1", "flaky 2"]
+    warnings = [ln for ln in r.stderr.splitlines() if "warning" in ln]
+    assert warnings == [
+        f"floxyctl: warning: {r.yaml_path}:11:73: flows[0].steps[0].retry_strategy: "
+        'unknown retry_strategy "backoff" is treated as fixed '
+        "(expected fixed, linear or exponential)"
+    ], r.stderr
+    assert r.step("flaky")["retry_count"] == 2
+
+
+EMPTY_EXPR = """
+handlers:
+  - name: big
+    exec: |
+      echo "big" >> "$LEDGER"
+      echo '{}'
+  - name: small
+    exec: |
+      echo "small" >> "$LEDGER"
+      echo '{}'
+flows:
+  - name: reference_condition
+    steps:
+      - type: condition
+        name: check
+        expr: ""
+        condition: "{{ gt .amount 100 }}"
+        else: [small]
+      - big
+"""
+
+
+@pytest.mark.parametrize(("amount", "ran"), [(500, "big"), (5, "small")])
+def test_an_empty_expr_uses_the_condition_key(run_flow, ledger, amount, ran):
+    r = run_flow(EMPTY_EXPR, input={"amount": amount})
+    assert r.code == 0, r.describe()
+    assert ledger.lines() == [ran]
+    assert "warning" not in r.stderr

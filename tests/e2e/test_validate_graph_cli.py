@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -134,7 +135,13 @@ def test_validate_json_output(files: Path) -> None:
     document = json.loads(result.stdout)
     assert document["valid"] is False
     ok, bad = document["files"]
-    assert ok == {"file": "valid.yaml", "valid": True, "flows": ["order-v1"], "errors": []}
+    assert ok == {
+        "file": "valid.yaml",
+        "valid": True,
+        "flows": ["order-v1"],
+        "errors": [],
+        "warnings": [],
+    }
     assert bad["valid"] is False
     assert bad["flows"] == []
     assert [(e["line"], e["path"]) for e in bad["errors"]] == [
@@ -156,6 +163,193 @@ def test_validate_missing_file(files: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["missing.yaml:1:1: file not found", "1 error in 1 file"]
     assert_no_traceback(result)
+
+
+EVERY_ERROR_CLASS = """\
+handlers:
+  - {name: a, exec: echo a}
+  - {name: undo, exec: echo undo}
+flows:
+  - name: everything_wrong
+    colour: red
+    steps:
+      - {name: a, on_failure: undo}
+      - {name: a, handler: a}
+      - {name: "cond#x", handler: a}
+      - {name: b, handler: a, on_failure: a}
+      - {type: parallel, name: p, tasks: [{name: only, handler: a}]}
+      - ghost
+      - {type: condition, name: c, expr: "{{ gt .x "}
+"""
+"""One error of each of the seven classes the loader checks, one per line from line 6 on."""
+
+DIAGNOSTIC = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<path>\S+): (?P<msg>.+)$")
+
+
+def test_validate_reports_every_error_class_of_a_file(tmp_path: Path) -> None:
+    (tmp_path / "all.yaml").write_text(EVERY_ERROR_CLASS, encoding="utf-8")
+    result = floxyctl("validate", "-f", "all.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    *lines, summary = result.stderr.splitlines()
+    assert summary == "7 errors in 1 file"
+    found = []
+    for line in lines:
+        match = DIAGNOSTIC.match(line)
+        assert match, f"not FILE:LINE:COL: PATH: message: {line!r}"
+        found.append((match["file"], int(match["line"]), int(match["col"]), match["path"]))
+    assert found == [
+        ("all.yaml", 6, 5, "flows[0].colour"),
+        ("all.yaml", 9, 16, "flows[0].steps[1].name"),
+        ("all.yaml", 10, 16, "flows[0].steps[2].name"),
+        ("all.yaml", 11, 43, "flows[0].steps[3].on_failure"),
+        ("all.yaml", 12, 42, "flows[0].steps[4].tasks"),
+        ("all.yaml", 13, 9, "flows[0].steps[5]"),
+        ("all.yaml", 14, 42, "flows[0].steps[6].expr"),
+    ]
+    messages = [DIAGNOSTIC.match(line)["msg"] for line in lines]  # type: ignore[index]
+    assert messages[0].startswith('unknown key "colour"')
+    assert messages[1].startswith('duplicate name "a": step "a" clashes with step "a"')
+    assert messages[2] == 'name "cond#x": names starting with "cond#" are reserved'
+    assert messages[3] == 'compensation "a" shadows step "a" declared at 8:16'
+    assert messages[4] == "a parallel block needs at least 2 tasks, got 1"
+    assert messages[5].startswith('handler "ghost" is not declared under handlers')
+    assert messages[6].startswith('invalid condition "{{ gt .x ": ')
+    assert_no_traceback(result)
+
+
+# --------------------------------------------------------------------------------------------
+# validate: several files at once
+
+
+def test_validate_takes_several_files_after_one_f(files: Path) -> None:
+    result = floxyctl("validate", "-f", "valid.yaml", "two.yaml", cwd=files)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "valid.yaml: ok (1 flow: order-v1)",
+        "two.yaml: ok (2 flows: first-v1, second-v2)",
+    ]
+    assert result.stderr == ""
+
+
+def test_validate_mixes_repeated_f_and_extra_files(files: Path) -> None:
+    (files / "bad2.yaml").write_text(INVALID.replace("colour: red", "size: xl"), encoding="utf-8")
+    result = floxyctl(
+        "validate", "-f", "bad.yaml", "-f", "valid.yaml", "bad2.yaml", "two.yaml", cwd=files
+    )
+    assert result.returncode == 2
+    assert result.stdout.splitlines() == [
+        "valid.yaml: ok (1 flow: order-v1)",
+        "two.yaml: ok (2 flows: first-v1, second-v2)",
+    ]
+    *lines, summary = result.stderr.splitlines()
+    assert summary == "6 errors in 2 files"
+    assert [line.split(":", 1)[0] for line in lines] == ["bad.yaml"] * 3 + ["bad2.yaml"] * 3
+    assert 'unknown key "size"' in lines[3]
+
+
+def test_validate_a_shell_glob(files: Path) -> None:
+    """`-f *.yaml` is what users type: the shell passes every match after the one -f."""
+    result = subprocess.run(
+        ["bash", "-c", '"$@" validate -f *.yaml', "bash", *floxyctl_cmd()],
+        cwd=files,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert sorted(result.stdout.splitlines()) == [
+        "two.yaml: ok (2 flows: first-v1, second-v2)",
+        "valid.yaml: ok (1 flow: order-v1)",
+    ]
+    assert result.stderr.splitlines()[-1] == "3 errors in 1 file"
+    assert all(line.startswith("bad.yaml:") for line in result.stderr.splitlines()[:-1])
+
+
+def test_validate_every_example(files: Path) -> None:
+    examples = sorted((Path(__file__).parents[2] / "examples" / "yaml").glob("*.yaml"))
+    assert len(examples) > 3
+    result = floxyctl("validate", "-f", *examples, cwd=files)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == len(examples)
+    assert result.stderr == ""
+
+
+def test_validate_several_files_json(files: Path) -> None:
+    result = floxyctl(
+        "validate", "-f", "two.yaml", "bad.yaml", "missing.yaml", "--output", "json", cwd=files
+    )
+    assert result.returncode == 2
+    assert result.stderr == ""
+    document = json.loads(result.stdout)
+    assert [(f["file"], f["valid"], len(f["errors"])) for f in document["files"]] == [
+        ("two.yaml", True, 0),
+        ("bad.yaml", False, 3),
+        ("missing.yaml", False, 1),
+    ]
+
+
+def test_validate_without_a_file_is_a_usage_error(files: Path) -> None:
+    result = floxyctl("validate", cwd=files)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "floxyctl: error: no workflow file given: floxyctl validate -f FILE [FILE...]"
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# validate: reference compatibility
+
+LENIENT = """\
+handlers:
+  - {name: a, exec: echo a}
+flows:
+  - name: lenient
+    steps:
+      - {name: a, retry_strategy: backoff, metadata: {retry_strategy: anything}}
+      - {type: condition, name: c, expr: "", condition: "{{ gt .x 1 }}"}
+"""
+
+
+def test_unknown_retry_strategy_is_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "lenient.yaml").write_text(LENIENT, encoding="utf-8")
+    result = floxyctl("validate", "-f", "lenient.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "lenient.yaml: ok (1 flow: lenient-v1)\n"
+    assert result.stderr.splitlines() == [
+        "floxyctl: warning: lenient.yaml:6:35: flows[0].steps[0].retry_strategy: "
+        'unknown retry_strategy "backoff" is treated as fixed '
+        "(expected fixed, linear or exponential)"
+    ]
+    as_json = floxyctl("validate", "-f", "lenient.yaml", "--output", "json", cwd=tmp_path)
+    assert as_json.returncode == 0 and as_json.stderr == ""
+    (entry,) = json.loads(as_json.stdout)["files"]
+    assert [(w["line"], w["path"]) for w in entry["warnings"]] == [
+        (6, "flows[0].steps[0].retry_strategy")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ('expr: ""', "flows[0].steps[0].expr: must not be empty"),
+        ('expr: "", condition: ""', "flows[0].steps[0].condition: must not be empty"),
+        ('expr: "", condition: "{{ gt .x "', "flows[0].steps[0].condition: invalid condition"),
+    ],
+)
+def test_an_empty_expr_falls_back_to_condition(
+    tmp_path: Path, condition: str, message: str
+) -> None:
+    (tmp_path / "c.yaml").write_text(
+        f"flows:\n  - name: f\n    steps:\n      - {{type: condition, name: c, {condition}}}\n",
+        encoding="utf-8",
+    )
+    result = floxyctl("validate", "-f", "c.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("c.yaml:4:") and message in first, result.stderr
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,3 +435,5 @@ def test_help_texts_teach(files: Path) -> None:
         assert result.returncode == 0
         assert f"floxyctl {command} -f" in result.stdout  # an example
         assert "--output" in result.stdout or "--format" in result.stdout
+    validate = floxyctl("validate", "--help", cwd=files).stdout
+    assert "[FILE]..." in validate and "*.yaml" in validate
