@@ -338,8 +338,9 @@ class Runtime:
         for work in running:
             try:
                 self.store.renew_lease(work.instance_id, work.item_id, work.worker, until)
-            except Exception:
-                log.exception("could not renew the lease of %s", work.step_name)
+            except Exception as exc:  # the store is down: said once by the workers already
+                log.warning("could not renew the lease of %s: %s", work.step_name, exc)
+                log.debug("lease renewal failure", exc_info=exc)
 
     def _interrupt_stale(self) -> None:
         """Interrupt handler calls whose step was stopped (cancel, abort, sibling failure)."""
@@ -350,8 +351,11 @@ class Runtime:
                 continue
             try:
                 current = self.store.attempt_current(entry.work.instance_id, entry.work.item_id)
-            except Exception:
-                log.exception("could not check whether %s is still current", entry.work.step_name)
+            except Exception as exc:
+                log.warning(
+                    "could not check whether %s is still current: %s", entry.work.step_name, exc
+                )
+                log.debug("attempt check failure", exc_info=exc)
                 continue
             if not current:
                 entry.interrupt.set()

@@ -80,6 +80,12 @@ $$;
 -- Take the due queue row with the highest effective priority (aging: `p_rate` points per second
 -- of waiting, capped at 100) whose instance no other transaction holds, lock both, and return
 -- the row with the state of its instance; NULL when nothing can be claimed now.
+--
+-- Aging only raises a row's priority with its age, so the oldest ready row of each priority is
+-- the best of that priority, and the best row overall is one of those few. They are found
+-- through the index on (priority, scheduled_at, id) (migration 005) with a loose index scan
+-- over the distinct priorities, instead of sorting the whole queue on every claim. Rows whose
+-- lease expired (their worker died) compete too.
 CREATE FUNCTION workflows.floxy_claim(p_now TIMESTAMPTZ, p_rate DOUBLE PRECISION)
 RETURNS JSON LANGUAGE plpgsql AS $$
 DECLARE
@@ -87,18 +93,58 @@ DECLARE
     v_item BIGINT;
     v_instance BIGINT;
     v_created TIMESTAMPTZ;
+    v_rank DOUBLE PRECISION;
+    v_at TIMESTAMPTZ;
+    e_item BIGINT;
+    e_instance BIGINT;
+    e_created TIMESTAMPTZ;
+    e_rank DOUBLE PRECISION;
+    e_at TIMESTAMPTZ;
 BEGIN
     FOR attempt IN 1..8 LOOP
-        SELECT id, instance_id, instance_created_at INTO v_item, v_instance, v_created
+        WITH RECURSIVE prio(p) AS (
+            (SELECT priority FROM workflows.workflow_queue
+             WHERE attempted_at IS NULL ORDER BY priority LIMIT 1)
+            UNION ALL
+            SELECT (SELECT priority FROM workflows.workflow_queue
+                    WHERE attempted_at IS NULL AND priority > prio.p ORDER BY priority LIMIT 1)
+            FROM prio WHERE prio.p IS NOT NULL
+        )
+        SELECT c.id, c.instance_id, c.instance_created_at,
+               LEAST(100, c.priority + FLOOR(EXTRACT(EPOCH FROM (p_now - c.scheduled_at)) * p_rate)),
+               c.scheduled_at
+        INTO v_item, v_instance, v_created, v_rank, v_at
+        FROM prio CROSS JOIN LATERAL (
+            SELECT q.id, q.instance_id, q.instance_created_at, q.priority, q.scheduled_at
+            FROM workflows.workflow_queue q
+            WHERE q.priority = prio.p AND q.attempted_at IS NULL AND q.scheduled_at <= p_now
+              AND NOT (q.instance_id = ANY(v_skip))
+            ORDER BY q.scheduled_at, q.id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        ) c
+        WHERE prio.p IS NOT NULL
+        ORDER BY 4 DESC, c.scheduled_at, c.id
+        LIMIT 1;
+
+        SELECT id, instance_id, instance_created_at,
+               LEAST(100, priority + FLOOR(EXTRACT(EPOCH FROM (p_now - scheduled_at)) * p_rate)),
+               scheduled_at
+        INTO e_item, e_instance, e_created, e_rank, e_at
         FROM workflows.workflow_queue
-        WHERE scheduled_at <= p_now
-          AND (attempted_at IS NULL OR lease_until < p_now)
+        WHERE attempted_at IS NOT NULL AND lease_until < p_now AND scheduled_at <= p_now
           AND NOT (instance_id = ANY(v_skip))
-        ORDER BY LEAST(100, priority + FLOOR(EXTRACT(EPOCH FROM (p_now - scheduled_at)) * p_rate))
-                 DESC, scheduled_at, id
+        ORDER BY 4 DESC, scheduled_at, id
         LIMIT 1
         FOR UPDATE SKIP LOCKED;
-        IF NOT FOUND THEN
+
+        IF e_item IS NOT NULL AND (v_item IS NULL OR e_rank > v_rank
+                OR (e_rank = v_rank AND (e_at, e_item) < (v_at, v_item))) THEN
+            v_item := e_item;
+            v_instance := e_instance;
+            v_created := e_created;
+        END IF;
+        IF v_item IS NULL THEN
             RETURN NULL;
         END IF;
         PERFORM 1 FROM workflows.workflow_instances
@@ -109,6 +155,8 @@ BEGIN
                 'state', workflows.floxy_state(v_instance, v_created, p_now));
         END IF;
         v_skip := v_skip || v_instance;  -- another worker holds that instance: try another row
+        v_item := NULL;
+        e_item := NULL;
     END LOOP;
     RETURN NULL;
 END
