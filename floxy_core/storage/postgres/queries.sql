@@ -33,7 +33,7 @@ SELECT workflows.floxy_claim(%(now)s, %(rate)s);
 
 -- name: apply
 -- migrations_pro/004: every write of one engine decision.
-SELECT workflows.floxy_apply(%(doc)s);
+SELECT workflows.floxy_apply(%(doc)s::jsonb);
 
 -- name: delete_dlq
 DELETE FROM workflows.workflow_dlq WHERE id = %(id)s;

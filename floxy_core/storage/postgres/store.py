@@ -11,6 +11,7 @@ lease that another worker may take over once it expires.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import threading
@@ -98,6 +99,46 @@ class _CreatedAt:
             self._map[instance_id] = created
 
 
+class _Unit:
+    """One engine transaction in two round trips: `BEGIN; <lock and load>`, then
+    `<every write>; COMMIT`, as simple-query batches with parameters bound client-side.
+
+    psycopg would send BEGIN and COMMIT as round trips of their own; its pipeline mode saves
+    them but costs more client CPU than the round trips do.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        from psycopg import ClientCursor
+
+        self.conn = conn
+        self.cur: psycopg.ClientCursor[Any] = ClientCursor(conn)
+        self.open = False
+
+    def begin(self, sql: str, params: dict[str, Any]) -> Any:
+        """Start the transaction with `sql`; the row it returned."""
+        self.open = True
+        self.cur.execute("BEGIN; " + sql.rstrip(";"), params)
+        self.cur.nextset()
+        return self.cur.fetchone()
+
+    def commit(self, sql: str | None = None, params: dict[str, Any] | None = None) -> Any:
+        """Run `sql` (the writes) and COMMIT in one batch; the single value `sql` returned."""
+        if sql is None:
+            self.cur.execute("COMMIT")
+            self.open = False
+            return None
+        self.cur.execute(sql.rstrip(";") + "; COMMIT", params)
+        self.open = False
+        row = self.cur.fetchone()
+        return None if row is None else row[0]
+
+    def rollback(self) -> None:
+        if self.open and not self.conn.closed:
+            with contextlib.suppress(Exception):
+                self.conn.execute("ROLLBACK")
+        self.open = False
+
+
 @dataclass
 class _Keys:
     """Partition keys of the rows loaded in this transaction, kept exact for pruned updates."""
@@ -132,7 +173,11 @@ class PostgresStore:
             # JIT compiles the partition-wide load query for ~0.7 s; our queries are tiny. Custom
             # plans of the prepared hot-path statements would re-plan across every daily
             # partition on each call; generic plans prune at execution time instead.
-            kwargs={"options": "-c jit=off -c plan_cache_mode=force_generic_plan"},
+            # Autocommit: the hot path writes BEGIN and COMMIT into its own batches (`_Unit`).
+            kwargs={
+                "options": "-c jit=off -c plan_cache_mode=force_generic_plan",
+                "autocommit": True,
+            },
         )
         self.pool.open(wait=True, timeout=connect_timeout)
         self._rng = random.Random(seed)
@@ -208,33 +253,41 @@ class PostgresStore:
                 raise
         raise AssertionError("unreachable")
 
+    @contextlib.contextmanager
+    def _unit(self) -> Iterator[_Unit]:
+        with self._conn() as conn:
+            unit = _Unit(conn)
+            try:
+                yield unit
+            finally:
+                unit.rollback()  # only if the transaction did not commit
+
     def create_instance(
         self, workflow_id: str, data: JSON, now: float, decide: Callable[[Transition], None]
     ) -> tuple[int, list[HookCall]]:
         definition = self.get_definition(workflow_id)
 
         def run() -> tuple[int, list[HookCall]]:
-            with self._conn() as conn:
-                with conn.pipeline(), conn.transaction():
-                    row = conn.execute(
-                        q("insert_instance"),
-                        {"workflow_id": definition.id, "input": _json(data), "now": _ts(now)},
-                    ).fetchone()
-                    assert row is not None
-                    instance = Instance(
-                        id=int(row[0]),
-                        workflow_id=definition.id,
-                        status=InstanceStatus.PENDING,
-                        input=data,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    state = InstanceState(definition=definition, instance=instance)
-                    tx = Transition(state, now, self._rng)
-                    decide(tx)
-                    applied = self._persist(conn, tx, _Keys(instance_created=row[1]))
-                self._assign_ids(tx, applied)
-                self._created.put(instance.id, row[1])
+            with self._unit() as unit:
+                row = unit.begin(
+                    q("insert_instance"),
+                    {"workflow_id": definition.id, "input": _json(data), "now": _ts(now)},
+                )
+                assert row is not None
+                instance = Instance(
+                    id=int(row[0]),
+                    workflow_id=definition.id,
+                    status=InstanceStatus.PENDING,
+                    input=data,
+                    created_at=now,
+                    updated_at=now,
+                )
+                created = row[1]
+                state = InstanceState(definition=definition, instance=instance)
+                tx = Transition(state, now, self._rng)
+                decide(tx)
+                self._finish(unit, tx, _Keys(instance_created=created))
+                self._created.put(instance.id, created)
                 return instance.id, tx.committed_hooks()
 
         return self._retrying(run)
@@ -243,24 +296,21 @@ class PostgresStore:
         self, instance_id: int, now: float, decide: Callable[[Transition], T]
     ) -> tuple[T, list[HookCall]]:
         def run() -> tuple[T, list[HookCall]]:
-            # Two round trips: BEGIN + lock-and-load, then the writes + COMMIT (pipelined).
-            with self._conn() as conn:
-                with conn.pipeline(), conn.transaction():
-                    row = conn.execute(
-                        q("lock_load"),
-                        {"id": instance_id, "created": self._created.get(instance_id),
-                         "now": _ts(now)},
-                    ).fetchone()  # fmt: skip
-                    if row is None or row[0] is None:
-                        raise NotFoundError(f"instance {instance_id} not found")
-                    created = _dt(row[0]["created"])
-                    assert created is not None
-                    self._created.put(instance_id, created)
-                    state, keys = self._state(instance_id, row[0]["state"])
-                    tx = Transition(state, now, self._rng)
-                    result = decide(tx)
-                    applied = self._persist(conn, tx, keys)
-                self._assign_ids(tx, applied)
+            with self._unit() as unit:
+                row = unit.begin(
+                    q("lock_load"),
+                    {"id": instance_id, "created": self._created.get(instance_id), "now": _ts(now)},
+                )
+                loaded = row[0] if row else None
+                if loaded is None:
+                    raise NotFoundError(f"instance {instance_id} not found")
+                created = _dt(loaded["created"])
+                assert created is not None
+                self._created.put(instance_id, created)
+                state, keys = self._state(instance_id, loaded["state"])
+                tx = Transition(state, now, self._rng)
+                result = decide(tx)
+                self._finish(unit, tx, keys)
                 return result, tx.committed_hooks()
 
         return self._retrying(run)
@@ -269,25 +319,21 @@ class PostgresStore:
         self, now: float, aging_rate: float, decide: Callable[[Transition, QueueItem], T]
     ) -> tuple[bool, T | None, list[HookCall]]:
         def run() -> tuple[bool, T | None, list[HookCall]]:
-            # Two round trips: BEGIN + claim-lock-and-load, then the writes + COMMIT.
-            with self._conn() as conn:
-                with conn.pipeline(), conn.transaction():
-                    row = conn.execute(
-                        q("claim"), {"now": _ts(now), "rate": max(aging_rate, 0.0)}
-                    ).fetchone()
-                    if row is None or row[0] is None:
-                        return False, None, []
-                    claimed = row[0]
-                    instance_id, item_id = int(claimed["instance_id"]), int(claimed["item_id"])
-                    created = _dt(claimed["created"])
-                    assert created is not None
-                    self._created.put(instance_id, created)
-                    state, keys = self._state(instance_id, claimed["state"])
-                    tx = Transition(state, now, self._rng)
-                    item = next(i for i in state.queue if i.id == item_id)
-                    result = decide(tx, item)
-                    applied = self._persist(conn, tx, keys)
-                self._assign_ids(tx, applied)
+            with self._unit() as unit:
+                row = unit.begin(q("claim"), {"now": _ts(now), "rate": max(aging_rate, 0.0)})
+                claimed = row[0] if row else None
+                if claimed is None:
+                    unit.commit()
+                    return False, None, []
+                instance_id, item_id = int(claimed["instance_id"]), int(claimed["item_id"])
+                created = _dt(claimed["created"])
+                assert created is not None
+                self._created.put(instance_id, created)
+                state, keys = self._state(instance_id, claimed["state"])
+                tx = Transition(state, now, self._rng)
+                item = next(i for i in state.queue if i.id == item_id)
+                result = decide(tx, item)
+                self._finish(unit, tx, keys)
                 return True, result, tx.committed_hooks()
 
         return self._retrying(run)
@@ -400,12 +446,11 @@ class PostgresStore:
             )
         return state, keys
 
-    def _persist(
-        self, conn: psycopg.Connection[Any], tx: Transition, keys: _Keys
-    ) -> psycopg.Cursor[Any] | None:
-        """Queue every write of `tx` as one `floxy_apply` call; its result arrives with COMMIT."""
+    def _finish(self, unit: _Unit, tx: Transition, keys: _Keys) -> None:
+        """Commit every write of `tx` as one `floxy_apply` call; give new records their ids."""
         if not tx.changed and tx.state.cancel_request is None:
-            return None
+            unit.commit()
+            return
         inst = tx.instance
         doc: dict[str, Any] = {
             "instance_id": inst.id,
@@ -511,16 +556,7 @@ class PostgresStore:
             }
         # only work another worker could take: not the lease a claim just wrote
         doc["notify"] = bool(tx.new_queue) or any(i.attempted_by is None for i in tx.dirty_queue)
-        return conn.execute(q("apply"), {"doc": _json(doc)})
-
-    @staticmethod
-    def _assign_ids(tx: Transition, applied: psycopg.Cursor[Any] | None) -> None:
-        """Give the records inserted by `floxy_apply` their ids (read after COMMIT)."""
-        if applied is None:
-            return
-        row = applied.fetchone()
-        assert row is not None
-        ids = row[0]
+        ids = unit.commit(q("apply"), {"doc": json.dumps(doc)})
         for step in tx.new_steps:
             step.id = int(ids["step_ids"][step.step_name])
         for record, new_id in zip(tx.new_dlq, ids["dlq_ids"], strict=True):
