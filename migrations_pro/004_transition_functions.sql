@@ -86,8 +86,12 @@ $$;
 -- through the index on (priority, scheduled_at, id) (migration 005) with a loose index scan
 -- over the distinct priorities, instead of sorting the whole queue on every claim. Rows whose
 -- lease expired (their worker died) compete too.
+--
+-- The queue swings between empty and thousands of rows, so its statistics are often wrong
+-- (an ANALYZE of an empty queue makes every plan a sequential scan): the claim and apply
+-- functions always take the indexes.
 CREATE FUNCTION workflows.floxy_claim(p_now TIMESTAMPTZ, p_rate DOUBLE PRECISION)
-RETURNS JSON LANGUAGE plpgsql AS $$
+RETURNS JSON LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_skip BIGINT[] := '{}';
     v_item BIGINT;
@@ -165,7 +169,8 @@ $$;
 -- Apply every write of one engine decision. Steps are named; ids of steps inserted here are
 -- resolved for the queue rows, events, DLQ records and decisions that refer to them. Returns
 -- the ids of the new steps and DLQ records.
-CREATE FUNCTION workflows.floxy_apply(p JSONB) RETURNS JSONB LANGUAGE plpgsql AS $$
+CREATE FUNCTION workflows.floxy_apply(p JSONB) RETURNS JSONB LANGUAGE plpgsql
+SET enable_seqscan = off AS $$
 DECLARE
     v_instance BIGINT := (p->>'instance_id')::BIGINT;
     v_created TIMESTAMPTZ := (p->>'instance_created')::TIMESTAMPTZ;

@@ -189,6 +189,8 @@ class PostgresStore:
 
     def close(self) -> None:
         self._closed.set()
+        if self._listener is not None:  # it notices within its one-second poll
+            self._listener.join(2.0)
         self.pool.close()
 
     @contextlib.contextmanager
