@@ -7,22 +7,24 @@
 CREATE FUNCTION workflows.floxy_state(p_id BIGINT, p_created TIMESTAMPTZ, p_now TIMESTAMPTZ)
 RETURNS JSON LANGUAGE plpgsql AS $$
 DECLARE
-    -- an hour of clock skew either way; bounds the partition key so that PostgreSQL reads the
-    -- one or two daily partitions of the instance only
+    -- Timestamps are epoch seconds (the engine's clock), except the created_at partition keys,
+    -- which go back verbatim to find their rows. The bounds allow an hour of clock skew either
+    -- way, so that PostgreSQL reads only the one or two daily partitions of the instance.
     v_since TIMESTAMPTZ := p_created - interval '1 hour';
     v_until TIMESTAMPTZ := greatest(p_created, p_now) + interval '1 hour';
 BEGIN
     RETURN (
     SELECT json_build_array(
        i.workflow_id, i.status, i.input, i.output, i.error, i.created_at,
-       i.updated_at, i.started_at, i.completed_at,
+       extract(epoch FROM i.updated_at), extract(epoch FROM i.started_at), extract(epoch FROM i.completed_at),
        (SELECT coalesce(json_agg(json_build_object(
                   'id', s.id, 'step_name', s.step_name, 'step_type', s.step_type,
                   'status', s.status, 'input', s.input, 'output', s.output, 'error', s.error,
                   'retry_count', s.retry_count, 'max_retries', s.max_retries,
                   'compensation_retry_count', s.compensation_retry_count,
                   'idempotency_key', s.idempotency_key, 'created_at', s.created_at,
-                  'started_at', s.started_at, 'completed_at', s.completed_at)
+                  'created_epoch', extract(epoch FROM s.created_at), 'started_at', extract(epoch FROM s.started_at),
+                  'completed_at', extract(epoch FROM s.completed_at))
                ORDER BY s.created_at, s.id), '[]')
         FROM workflows.workflow_steps s WHERE s.instance_id = p_id
           AND s.created_at >= v_since AND s.created_at < v_until),
@@ -33,23 +35,23 @@ BEGIN
         FROM workflows.workflow_join_state j WHERE j.instance_id = p_id
           AND j.created_at >= v_since AND j.created_at < v_until),
        (SELECT coalesce(json_agg(json_build_object(
-                  'id', q.id, 'step_id', q.step_id, 'scheduled_at', q.scheduled_at,
-                  'priority', q.priority, 'attempted_at', q.attempted_at,
-                  'attempted_by', q.attempted_by, 'lease_until', q.lease_until) ORDER BY q.id),
+                  'id', q.id, 'step_id', q.step_id, 'scheduled_at', extract(epoch FROM q.scheduled_at),
+                  'priority', q.priority, 'attempted_at', extract(epoch FROM q.attempted_at),
+                  'attempted_by', q.attempted_by, 'lease_until', extract(epoch FROM q.lease_until)) ORDER BY q.id),
                   '[]')
         FROM workflows.workflow_queue q WHERE q.instance_id = p_id),
        (SELECT coalesce(json_agg(json_build_object(
                   'step_id', d.step_id, 'decision', d.decision, 'decided_by', d.decided_by,
-                  'comment', d.comment, 'decided_at', d.decided_at) ORDER BY d.id), '[]')
+                  'comment', d.comment, 'decided_at', extract(epoch FROM d.decided_at)) ORDER BY d.id), '[]')
         FROM workflows.workflow_human_decisions d WHERE d.instance_id = p_id),
        (SELECT coalesce(json_agg(json_build_object(
                   'id', x.id, 'step_name', x.step_name, 'step_type', x.step_type,
                   'input', x.input, 'error', x.error, 'reason', x.reason,
-                  'created_at', x.created_at) ORDER BY x.id), '[]')
+                  'created_at', extract(epoch FROM x.created_at)) ORDER BY x.id), '[]')
         FROM workflows.workflow_dlq x WHERE x.instance_id = p_id
           AND x.created_at >= v_since AND x.created_at < v_until),
        (SELECT json_build_object('cancel_type', c.cancel_type, 'requested_by', c.requested_by,
-                                 'reason', c.reason, 'created_at', c.created_at)
+                                 'reason', c.reason, 'created_at', extract(epoch FROM c.created_at))
         FROM workflows.workflow_cancel_requests c WHERE c.instance_id = p_id))
     FROM workflows.workflow_instances i WHERE i.id = p_id AND i.created_at = p_created);
 END

@@ -54,8 +54,10 @@ def _ts(value: float | None) -> datetime | None:
 
 
 def _epoch(value: Any) -> float | None:
-    if value is None:
-        return None
+    if value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return float(value)
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return float(value.timestamp())
@@ -144,7 +146,8 @@ class _Keys:
     """Partition keys of the rows loaded in this transaction, kept exact for pruned updates."""
 
     instance_created: datetime
-    steps_created: dict[str, datetime] = field(default_factory=dict)
+    steps_created: dict[str, str] = field(default_factory=dict)
+    """Exactly as the server wrote them."""
     step_ids: dict[str, int] = field(default_factory=dict)
     joins: set[str] = field(default_factory=set)
     had_cancel_request: bool = False
@@ -367,8 +370,7 @@ class PostgresStore:
         state = InstanceState(definition=definition, instance=instance)
         names: dict[int, str] = {}
         for s in steps_raw:
-            created_at = datetime.fromisoformat(s["created_at"])
-            keys.steps_created[s["step_name"]] = created_at
+            keys.steps_created[s["step_name"]] = s["created_at"]
             keys.step_ids[s["step_name"]] = s["id"]
             names[s["id"]] = s["step_name"]
             state.steps[s["step_name"]] = StepRecord(
@@ -380,7 +382,7 @@ class PostgresStore:
                 input=s["input"],
                 idempotency_key=s["idempotency_key"],
                 max_retries=s["max_retries"],
-                created_at=created_at.timestamp(),
+                created_at=s["created_epoch"],
                 output=s["output"],
                 error=s["error"],
                 retry_count=s["retry_count"],
@@ -565,7 +567,7 @@ class PostgresStore:
             record.id = int(new_id)
 
     @staticmethod
-    def _step_doc(row: StepRecord, created: datetime | None = None) -> dict[str, Any]:
+    def _step_doc(row: StepRecord, created: str | None = None) -> dict[str, Any]:
         return {
             "id": row.id,
             "step_name": row.step_name,
@@ -580,7 +582,7 @@ class PostgresStore:
             "idempotency_key": row.idempotency_key,
             "started_at": _iso(row.started_at),
             "completed_at": _iso(row.completed_at),
-            "created_at": created.isoformat() if created else _iso(row.created_at),
+            "created_at": created or _iso(row.created_at),
         }
 
     # -- waking and leases ------------------------------------------------------------------
