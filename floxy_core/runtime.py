@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from floxy_core.engine.decisions import Engine, Outcome, Work
@@ -151,21 +151,29 @@ class Runtime:
     def _claim_and_run(self, worker: str) -> bool:
         names = set(self.handlers) if self.distributed else None
 
-        def decide(tx: Transition, item: QueueItem) -> tuple[Work | None, int]:
-            return self.engine.claim(tx, item, worker, names), tx.instance.id
+        def decide(tx: Transition, item: QueueItem) -> tuple[Work | None, QueueItem, int]:
+            work = self.engine.claim(tx, item, worker, names)
+            if work is None:  # e.g. a step that needed no handler ran here: go on from there
+                chained = self.engine.chain(tx, worker, self.handlers.keys())
+                if chained is not None:
+                    return chained[0], chained[1], tx.instance.id
+            return work, item, tx.instance.id
 
         claimed, result, hooks = self.store.claim(
             self.clock.now(), self.engine.config.aging_rate, decide
         )
         if not claimed or result is None:
             return False
-        work, instance_id = result
+        work, item, instance_id = result
+        if work is not None and work.item_id != item.id:  # a new row: its id came with COMMIT
+            work = replace(work, item_id=item.id)
         self._fire(instance_id, hooks)
-        if work is not None:
-            self._execute(work)
+        while work is not None:
+            work = self._execute(work)
         return True
 
-    def _execute(self, work: Work) -> None:
+    def _execute(self, work: Work) -> Work | None:
+        """Call the handler and record its outcome; the next call chained to it, if any."""
         handler = self.handlers.get(work.handler)
         interrupt = threading.Event()
         with self._running_lock:
@@ -175,17 +183,31 @@ class Runtime:
         finally:
             with self._running_lock:
                 self._running.pop(work.item_id, None)
-        self._record(work, outcome)
+        return self._record(work, outcome)
 
-    def _record(self, work: Work, outcome: Outcome) -> None:
+    def _record(self, work: Work, outcome: Outcome) -> Work | None:
         """Apply a handler's outcome, retrying through a short store outage: dropping it would
-        run the step again after the lease (or fail a no_idempotent step for nothing)."""
+        run the step again after the lease (or fail a no_idempotent step for nothing).
+
+        In the same transaction the worker claims the next step of the instance when it can run
+        it at once (`Engine.chain`); that call is returned, with the id its queue row got.
+        """
+
+        def decide(tx: Transition) -> tuple[Work, QueueItem] | None:
+            self.engine.apply(tx, work, outcome)
+            if self._draining.is_set() or self._stop.is_set():
+                return None
+            return self.engine.chain(tx, work.worker, self.handlers.keys())
+
         delay = 0.1
         deadline = time.monotonic() + self.engine.config.lease_ms / 1000.0
         while True:
             try:
-                self.transact(work.instance_id, lambda tx: self.engine.apply(tx, work, outcome))
-                return
+                chained: tuple[Work, QueueItem] | None = self.transact(work.instance_id, decide)
+                if chained is None:
+                    return None
+                following, item = chained
+                return replace(following, item_id=item.id)
             except StoreError as exc:
                 if isinstance(exc, NotFoundError | ConflictError):
                     raise

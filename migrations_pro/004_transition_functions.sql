@@ -170,7 +170,7 @@ $$;
 
 -- Apply every write of one engine decision. Steps are named; ids of steps inserted here are
 -- resolved for the queue rows, events, DLQ records and decisions that refer to them. Returns
--- the ids of the new steps and DLQ records.
+-- the ids of the new steps, DLQ records and queue rows.
 CREATE FUNCTION workflows.floxy_apply(p JSONB) RETURNS JSONB LANGUAGE plpgsql
 SET enable_seqscan = off AS $$
 DECLARE
@@ -178,6 +178,7 @@ DECLARE
     v_created TIMESTAMPTZ := (p->>'instance_created')::TIMESTAMPTZ;
     v_ids JSONB := coalesce(p->'step_ids', '{}');
     v_dlq_ids JSONB := '[]';
+    v_queue_ids JSONB := '[]';
     v_id BIGINT;
     x JSONB;
 BEGIN
@@ -238,12 +239,19 @@ BEGIN
             lease_until = (x->>'lease_until')::TIMESTAMPTZ
         WHERE id = (x->>'id')::BIGINT;
     END LOOP;
-    IF p ? 'queue_new' THEN
-        INSERT INTO workflows.workflow_queue (instance_id, instance_created_at, step_id,
-            scheduled_at, priority)
-        SELECT v_instance, v_created, (v_ids->>(e->>'step_name'))::BIGINT,
-               (e->>'scheduled_at')::TIMESTAMPTZ, (e->>'priority')::INT
-        FROM jsonb_array_elements(p->'queue_new') e;
+    IF p ? 'queue_new' THEN  -- a row may come claimed already (the worker chains to it)
+        WITH inserted AS (
+            INSERT INTO workflows.workflow_queue (instance_id, instance_created_at, step_id,
+                scheduled_at, priority, attempted_at, attempted_by, lease_until)
+            SELECT v_instance, v_created, (v_ids->>(e->>'step_name'))::BIGINT,
+                   (e->>'scheduled_at')::TIMESTAMPTZ, (e->>'priority')::INT,
+                   (e->>'attempted_at')::TIMESTAMPTZ, e->>'attempted_by',
+                   (e->>'lease_until')::TIMESTAMPTZ
+            FROM jsonb_array_elements(p->'queue_new') WITH ORDINALITY AS a(e, n)
+            ORDER BY n
+            RETURNING id
+        )
+        SELECT jsonb_agg(id ORDER BY id) INTO v_queue_ids FROM inserted;
     END IF;
     IF p ? 'events' THEN
         INSERT INTO workflows.workflow_events (instance_id, step_id, event_type, payload,
@@ -287,6 +295,6 @@ BEGIN
     IF (p->>'notify')::BOOLEAN THEN
         PERFORM pg_notify('floxy_queue', '');
     END IF;
-    RETURN jsonb_build_object('step_ids', v_ids, 'dlq_ids', v_dlq_ids);
+    RETURN jsonb_build_object('step_ids', v_ids, 'dlq_ids', v_dlq_ids, 'queue_ids', v_queue_ids);
 END
 $$;

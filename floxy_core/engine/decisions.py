@@ -171,6 +171,45 @@ class Engine:
             metadata=dict(definition.metadata),
         )
 
+    def chain(
+        self, tx: Transition, worker: str, handlers: Collection[str]
+    ) -> tuple[Work, QueueItem] | None:
+        """The next call `worker` can make at once, claimed in this same transaction.
+
+        The instance is locked already, so its due, unclaimed queue items (what this transaction
+        queued first) need no claim transaction: steps that need no handler (condition,
+        savepoint, fork, join, human) run here, and the first task or compensation whose handler
+        the worker has is claimed for it. The worker that finished a step thus goes on with the
+        same instance without a wake-up in between. Other workers still claim the remaining
+        branches of a fan-out from the queue; delayed steps and handlers the worker lacks wait
+        there as usual.
+        """
+        for _ in range(64):  # bounded: each round consumes one queued item
+            # what this transaction queued first, then the instance's other waiting items
+            queued = [*tx.new_queue, *(i for i in tx.state.queue if i not in tx.new_queue)]
+            ready = [i for i in queued if i.scheduled_at <= tx.now and i.attempted_by is None]
+            for item in ready:
+                row = tx.state.steps.get(item.step_name)
+                if row is None:
+                    continue
+                definition = tx.defn(row.step_name)
+                if row.status is StepStatus.COMPENSATION:
+                    comp = compensation_of(tx.definition, definition)
+                    handler = comp.handler if comp is not None else None
+                elif definition.type is StepType.TASK:
+                    handler = definition.handler
+                else:
+                    self.claim(tx, item, worker, handlers)  # runs it here; may queue more
+                    break
+                if handler is None or handler not in handlers:
+                    continue
+                work = self.claim(tx, item, worker, handlers)
+                if work is not None:
+                    return work, item
+            else:
+                return None
+        return None
+
     def _lease(
         self,
         tx: Transition,

@@ -510,6 +510,9 @@ class PostgresStore:
                     "step_name": item.step_name,
                     "scheduled_at": _iso(item.scheduled_at),
                     "priority": item.priority,
+                    "attempted_at": _iso(item.attempted_at),
+                    "attempted_by": item.attempted_by,
+                    "lease_until": _iso(item.lease_until),
                 }
                 for item in tx.new_queue
             ]
@@ -559,12 +562,14 @@ class PostgresStore:
                 "reason": request.reason,
             }
         # only work another worker could take: not the lease a claim just wrote
-        doc["notify"] = bool(tx.new_queue) or any(i.attempted_by is None for i in tx.dirty_queue)
+        doc["notify"] = any(i.attempted_by is None for i in [*tx.new_queue, *tx.dirty_queue])
         ids = unit.commit(q("apply"), {"doc": json.dumps(doc)})
         for step in tx.new_steps:
             step.id = int(ids["step_ids"][step.step_name])
         for record, new_id in zip(tx.new_dlq, ids["dlq_ids"], strict=True):
             record.id = int(new_id)
+        for item, new_id in zip(tx.new_queue, ids["queue_ids"], strict=True):
+            item.id = int(new_id)
 
     @staticmethod
     def _step_doc(row: StepRecord, created: str | None = None) -> dict[str, Any]:
