@@ -536,3 +536,44 @@ def test_a_stopped_runtime_can_be_started_again(harness: Any) -> None:
         time.sleep(0.02)
     h.runtime.stop()
     assert h.status(iid) is I.COMPLETED
+
+
+def test_a_worker_goes_on_with_the_next_steps_of_the_instance_it_holds(harness: Any) -> None:
+    h = harness(["a", "b", "c"])
+    wf = Builder("chain").step("a").step("b").step("c").build()
+    iid = h.start(wf)
+    assert h.runtime.run_once("w1")  # one claim: the rest follows in the result transactions
+    assert h.status(iid) is I.COMPLETED
+    assert h.handlers.order() == ["a", "b", "c"]
+    completed = {e.step_name: e.at for e in h.events(iid, "step_completed")}
+    started = {e.step_name: e.at for e in h.events(iid, "step_started")}
+    assert started["b"] == completed["a"] and started["c"] == completed["b"]
+
+
+def test_a_fork_runs_its_branches_from_the_worker_that_holds_the_instance(harness: Any) -> None:
+    h = harness(["x", "y", "after"])
+    wf = (
+        Builder("fan")
+        .fork("f", lambda b: b.step("x"), lambda b: b.step("y"))
+        .join("f_join")
+        .step("after")
+        .build()
+    )
+    iid = h.start(wf)
+    assert h.runtime.run_once("w1")
+    assert h.status(iid) is I.COMPLETED
+    assert sorted(h.handlers.order()) == ["after", "x", "y"]
+
+
+def test_delayed_steps_and_missing_handlers_wait_in_the_queue(harness: Any) -> None:
+    h = harness(["a", "b", "remote"], handlers=["a", "b"])
+    wf = Builder("wait").step("a").step("b", options=Options(delay_ms=1000)).step("remote").build()
+    iid = h.start(wf)
+    assert h.runtime.run_once("w1")
+    assert h.handlers.order() == ["a"]  # b is due in a second: not chained
+    assert h.steps(iid)["b"].status is S.PENDING
+    h.clock.t += 1.0
+    assert h.runtime.run_once("w1")
+    assert h.handlers.order() == ["a", "b"]  # this worker lacks `remote`: left for another
+    assert h.steps(iid)["remote"].status is S.PENDING
+    assert not h.events(iid, "step_skipped_missing_handler")
