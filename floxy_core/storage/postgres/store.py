@@ -494,28 +494,9 @@ class PostgresStore:
         if tx.removed_queue:
             doc["queue_removed"] = [item.id for item in tx.removed_queue]
         if tx.dirty_queue:
-            doc["queue"] = [
-                {
-                    "id": item.id,
-                    "scheduled_at": _iso(item.scheduled_at),
-                    "attempted_at": _iso(item.attempted_at),
-                    "attempted_by": item.attempted_by,
-                    "lease_until": _iso(item.lease_until),
-                }
-                for item in tx.dirty_queue
-            ]
+            doc["queue"] = [self._queue_doc(item) for item in tx.dirty_queue]
         if tx.new_queue:
-            doc["queue_new"] = [
-                {
-                    "step_name": item.step_name,
-                    "scheduled_at": _iso(item.scheduled_at),
-                    "priority": item.priority,
-                    "attempted_at": _iso(item.attempted_at),
-                    "attempted_by": item.attempted_by,
-                    "lease_until": _iso(item.lease_until),
-                }
-                for item in tx.new_queue
-            ]
+            doc["queue_new"] = [self._queue_doc(item) for item in tx.new_queue]
         if tx.events:
             doc["events"] = [
                 {
@@ -570,6 +551,18 @@ class PostgresStore:
             record.id = int(new_id)
         for item, new_id in zip(tx.new_queue, ids["queue_ids"], strict=True):
             item.id = int(new_id)
+
+    @staticmethod
+    def _queue_doc(item: QueueItem) -> dict[str, Any]:
+        return {
+            "id": item.id,
+            "step_name": item.step_name,
+            "scheduled_at": _iso(item.scheduled_at),
+            "priority": item.priority,
+            "attempted_at": _iso(item.attempted_at),
+            "attempted_by": item.attempted_by,
+            "lease_until": _iso(item.lease_until),
+        }
 
     @staticmethod
     def _step_doc(row: StepRecord, created: str | None = None) -> dict[str, Any]:
