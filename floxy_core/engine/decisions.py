@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from floxy_core.builder import compensation_of, join_of
-from floxy_core.conditions import evaluate_condition
 from floxy_core.engine import joins, rollback
 from floxy_core.engine.retry import backoff_ms
 from floxy_core.engine.state import Transition
@@ -472,6 +471,8 @@ class Engine:
         if definition.type is StepType.CONDITION:
             assert definition.condition is not None
             try:
+                from floxy_core.conditions import evaluate_condition  # only flows with one
+
                 result = evaluate_condition(definition.condition, row.input)
             except ConditionError as exc:
                 message = f"evaluate condition: {exc}"

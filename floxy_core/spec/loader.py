@@ -16,7 +16,6 @@ normalised): the compiler reads the raw shapes.
 from __future__ import annotations
 
 import datetime as _dt
-import difflib
 import functools
 import json
 import os
@@ -541,6 +540,8 @@ def _show(value: Any) -> str:
 
 
 def _unknown_key(key: str, allowed: list[str]) -> str:
+    import difflib  # only for an unknown key
+
     hint = difflib.get_close_matches(key, allowed, n=1)
     message = f'unknown key "{key}" (allowed: {", ".join(allowed)})'
     return message + (f'; did you mean "{hint[0]}"?' if hint else "")
