@@ -40,6 +40,19 @@ class _Running:
     interrupt: threading.Event
 
 
+_Claimed = tuple[Work, QueueItem] | None
+"""A call a decision claimed, with the queue item it holds."""
+
+
+def _committed(claimed: _Claimed) -> Work | None:
+    """The claimed call with its item's id: a row inserted by the same transaction got its id
+    only when it committed."""
+    if claimed is None:
+        return None
+    work, item = claimed
+    return work if work.item_id == item.id else replace(work, item_id=item.id)
+
+
 class Runtime:
     """Runs instances of registered workflows with a pool of worker threads."""
 
@@ -151,23 +164,19 @@ class Runtime:
     def _claim_and_run(self, worker: str) -> bool:
         names = set(self.handlers) if self.distributed else None
 
-        def decide(tx: Transition, item: QueueItem) -> tuple[Work | None, QueueItem, int]:
+        def decide(tx: Transition, item: QueueItem) -> tuple[_Claimed, int]:
             work = self.engine.claim(tx, item, worker, names)
             if work is None:  # e.g. a step that needed no handler ran here: go on from there
-                chained = self.engine.chain(tx, worker, self.handlers.keys())
-                if chained is not None:
-                    return chained[0], chained[1], tx.instance.id
-            return work, item, tx.instance.id
+                return self.engine.chain(tx, worker, self.handlers.keys()), tx.instance.id
+            return (work, item), tx.instance.id
 
         claimed, result, hooks = self.store.claim(
             self.clock.now(), self.engine.config.aging_rate, decide
         )
         if not claimed or result is None:
             return False
-        work, item, instance_id = result
-        if work is not None and work.item_id != item.id:  # a new row: its id came with COMMIT
-            work = replace(work, item_id=item.id)
-        self._fire(instance_id, hooks)
+        work = _committed(result[0])
+        self._fire(result[1], hooks)
         while work is not None:
             work = self._execute(work)
         return True
@@ -193,7 +202,7 @@ class Runtime:
         it at once (`Engine.chain`); that call is returned, with the id its queue row got.
         """
 
-        def decide(tx: Transition) -> tuple[Work, QueueItem] | None:
+        def decide(tx: Transition) -> _Claimed:
             self.engine.apply(tx, work, outcome)
             if self._draining.is_set() or self._stop.is_set():
                 return None
@@ -203,11 +212,7 @@ class Runtime:
         deadline = time.monotonic() + self.engine.config.lease_ms / 1000.0
         while True:
             try:
-                chained: tuple[Work, QueueItem] | None = self.transact(work.instance_id, decide)
-                if chained is None:
-                    return None
-                following, item = chained
-                return replace(following, item_id=item.id)
+                return _committed(self.transact(work.instance_id, decide))
             except StoreError as exc:
                 if isinstance(exc, NotFoundError | ConflictError):
                     raise

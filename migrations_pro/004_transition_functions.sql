@@ -74,8 +74,7 @@ BEGIN
     IF v_created IS NULL THEN
         RETURN NULL;
     END IF;
-    RETURN json_build_object('created', v_created,
-                             'state', workflows.floxy_state(p_id, v_created, p_now));
+    RETURN workflows.floxy_state(p_id, v_created, p_now);
 END
 $$;
 
@@ -157,7 +156,7 @@ BEGIN
         WHERE id = v_instance AND created_at = v_created FOR UPDATE SKIP LOCKED;
         IF FOUND THEN
             RETURN json_build_object(
-                'item_id', v_item, 'instance_id', v_instance, 'created', v_created,
+                'item_id', v_item, 'instance_id', v_instance,
                 'state', workflows.floxy_state(v_instance, v_created, p_now));
         END IF;
         v_skip := v_skip || v_instance;  -- another worker holds that instance: try another row
@@ -215,12 +214,11 @@ BEGIN
         WHERE id = v_instance AND created_at = v_created;
     END IF;
     FOR x IN SELECT jsonb_array_elements(coalesce(p->'joins', '[]')) LOOP
-        IF (x->>'known')::BOOLEAN THEN
-            UPDATE workflows.workflow_join_state
-            SET waiting_for = x->'waiting_for', completed = x->'completed', failed = x->'failed',
-                is_ready = (x->>'is_ready')::BOOLEAN, updated_at = (x->>'now')::TIMESTAMPTZ
-            WHERE instance_id = v_instance AND join_step_name = x->>'join_step';
-        ELSE
+        UPDATE workflows.workflow_join_state
+        SET waiting_for = x->'waiting_for', completed = x->'completed', failed = x->'failed',
+            is_ready = (x->>'is_ready')::BOOLEAN, updated_at = (x->>'now')::TIMESTAMPTZ
+        WHERE instance_id = v_instance AND join_step_name = x->>'join_step';
+        IF NOT FOUND THEN
             INSERT INTO workflows.workflow_join_state (instance_id, join_step_name, waiting_for,
                 completed, failed, join_strategy, is_ready, created_at, updated_at)
             VALUES (v_instance, x->>'join_step', x->'waiting_for', x->'completed', x->'failed',

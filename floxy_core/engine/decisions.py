@@ -186,10 +186,7 @@ class Engine:
         for _ in range(64):  # bounded: each round consumes one queued item
             # what this transaction queued first, then the instance's other waiting items
             queued = [*tx.new_queue, *(i for i in tx.state.queue if i not in tx.new_queue)]
-            # (stored times are rounded to the microsecond: a millisecond of slack)
-            ready = [
-                i for i in queued if i.scheduled_at <= tx.now + 0.001 and i.attempted_by is None
-            ]
+            ready = [i for i in queued if i.scheduled_at <= tx.now and i.attempted_by is None]
             for item in ready:
                 row = tx.state.steps.get(item.step_name)
                 if row is None:

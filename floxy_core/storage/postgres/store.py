@@ -54,13 +54,16 @@ def _ts(value: float | None) -> datetime | None:
 
 
 def _epoch(value: Any) -> float | None:
-    if value is None or isinstance(value, float):
-        return value
-    if isinstance(value, int):
-        return float(value)
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
+    """Seconds since the epoch from a row's datetime or a state document's number."""
+    if value is None or isinstance(value, int | float):
+        return None if value is None else float(value)
     return float(value.timestamp())
+
+
+def _micro(now: float) -> float:
+    """The engine's clock at PostgreSQL's resolution: a time it writes and reads back (a due
+    time, say) then compares equal to the `now` it was derived from."""
+    return round(now, 6)
 
 
 def _iso(value: float | None) -> str | None:
@@ -114,11 +117,9 @@ class _Unit:
 
         self.conn = conn
         self.cur: psycopg.ClientCursor[Any] = ClientCursor(conn)
-        self.open = False
 
     def begin(self, sql: str, params: dict[str, Any]) -> Any:
         """Start the transaction with `sql`; the row it returned."""
-        self.open = True
         self.cur.execute("BEGIN; " + sql.rstrip(";"), params)
         self.cur.nextset()
         return self.cur.fetchone()
@@ -127,18 +128,18 @@ class _Unit:
         """Run `sql` (the writes) and COMMIT in one batch; the single value `sql` returned."""
         if sql is None:
             self.cur.execute("COMMIT")
-            self.open = False
             return None
         self.cur.execute(sql.rstrip(";") + "; COMMIT", params)
-        self.open = False
         row = self.cur.fetchone()
         return None if row is None else row[0]
 
     def rollback(self) -> None:
-        if self.open and not self.conn.closed:
+        """End a transaction that did not commit (an error, or `decide` raised)."""
+        from psycopg.pq import TransactionStatus
+
+        if not self.conn.closed and self.conn.info.transaction_status != TransactionStatus.IDLE:
             with contextlib.suppress(Exception):
                 self.conn.execute("ROLLBACK")
-        self.open = False
 
 
 @dataclass
@@ -149,7 +150,6 @@ class _Keys:
     steps_created: dict[str, str] = field(default_factory=dict)
     """Exactly as the server wrote them."""
     step_ids: dict[str, int] = field(default_factory=dict)
-    joins: set[str] = field(default_factory=set)
     had_cancel_request: bool = False
 
 
@@ -271,6 +271,7 @@ class PostgresStore:
         self, workflow_id: str, data: JSON, now: float, decide: Callable[[Transition], None]
     ) -> tuple[int, list[HookCall]]:
         definition = self.get_definition(workflow_id)
+        now = _micro(now)
 
         def run() -> tuple[int, list[HookCall]]:
             with self._unit() as unit:
@@ -300,19 +301,17 @@ class PostgresStore:
     def transact(
         self, instance_id: int, now: float, decide: Callable[[Transition], T]
     ) -> tuple[T, list[HookCall]]:
+        now = _micro(now)
+
         def run() -> tuple[T, list[HookCall]]:
             with self._unit() as unit:
                 row = unit.begin(
                     q("lock_load"),
                     {"id": instance_id, "created": self._created.get(instance_id), "now": _ts(now)},
                 )
-                loaded = row[0] if row else None
-                if loaded is None:
+                if row is None or row[0] is None:
                     raise NotFoundError(f"instance {instance_id} not found")
-                created = _dt(loaded["created"])
-                assert created is not None
-                self._created.put(instance_id, created)
-                state, keys = self._state(instance_id, loaded["state"])
+                state, keys = self._state(instance_id, row[0])
                 tx = Transition(state, now, self._rng)
                 result = decide(tx)
                 self._finish(unit, tx, keys)
@@ -323,6 +322,8 @@ class PostgresStore:
     def claim(
         self, now: float, aging_rate: float, decide: Callable[[Transition, QueueItem], T]
     ) -> tuple[bool, T | None, list[HookCall]]:
+        now = _micro(now)
+
         def run() -> tuple[bool, T | None, list[HookCall]]:
             with self._unit() as unit:
                 row = unit.begin(q("claim"), {"now": _ts(now), "rate": max(aging_rate, 0.0)})
@@ -331,9 +332,6 @@ class PostgresStore:
                     unit.commit()
                     return False, None, []
                 instance_id, item_id = int(claimed["instance_id"]), int(claimed["item_id"])
-                created = _dt(claimed["created"])
-                assert created is not None
-                self._created.put(instance_id, created)
                 state, keys = self._state(instance_id, claimed["state"])
                 tx = Transition(state, now, self._rng)
                 item = next(i for i in state.queue if i.id == item_id)
@@ -353,6 +351,7 @@ class PostgresStore:
         steps_raw, joins_raw, queue_raw, decisions_raw, dlq_raw, cancel_raw = doc[9:]
         created = _dt(created_raw)
         assert created is not None
+        self._created.put(instance_id, created)
         definition = self.get_definition(workflow_id)
         keys = _Keys(instance_created=created)
         instance = Instance(
@@ -391,7 +390,6 @@ class PostgresStore:
                 completed_at=_epoch(s["completed_at"]),
             )
         for j in joins_raw:
-            keys.joins.add(j["join_step"])
             state.joins[j["join_step"]] = JoinState(
                 instance_id,
                 j["join_step"],
@@ -481,7 +479,6 @@ class PostgresStore:
             doc["joins"] = [
                 {
                     "join_step": join.join_step,
-                    "known": join.join_step in keys.joins,
                     "waiting_for": join.waiting_for,
                     "completed": join.completed,
                     "failed": join.failed,
