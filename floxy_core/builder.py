@@ -17,7 +17,6 @@ tasks), a flow may start with a parallel block, and errors inside else branches 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -33,9 +32,10 @@ from floxy_core.model import (
     StepType,
     WorkflowDefinition,
 )
+from floxy_core.records import field, record, replace
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Options:
     """Per-step options; `None` means "use the builder's default"."""
 
@@ -51,7 +51,7 @@ class Options:
     priority: int = DEFAULT_PRIORITY
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Task:
     """A task inside a `parallel` block, optionally with its own compensation."""
 
@@ -61,7 +61,7 @@ class Task:
     on_failure: Compensation | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Compensation:
     name: str
     handler: str

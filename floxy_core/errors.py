@@ -18,14 +18,15 @@ Every error carries its context as fields so that callers never parse messages::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from floxy_core.records import record
 
 
 class FloxyError(Exception):
     """Root of every error floxy raises on purpose."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SpecError:
     """One problem in a workflow file; a value, not an exception, so many can be collected."""
 

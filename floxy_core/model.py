@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
 from floxy_core.errors import SpecError
+from floxy_core.records import field, record
 from floxy_core.status import InstanceStatus, StepStatus
 
 JSON = Any
@@ -53,7 +53,7 @@ def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(mapping or {}))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StepDefinition:
     """One node of the graph. Field names follow the reference's definition JSON."""
 
@@ -137,7 +137,7 @@ class StepDefinition:
         )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class WorkflowDefinition:
     """An immutable, validated graph of steps; `id` is `<name>-v<version>` as in the reference."""
 
@@ -188,7 +188,7 @@ class WorkflowDefinition:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TLSConfig:
     skip_verify: bool = False
     cert_file: str | None = None
@@ -196,7 +196,7 @@ class TLSConfig:
     ca_file: str | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HandlerSpec:
     """A declared handler. `type` is `bash`, `http` or a plugin's type name."""
 
@@ -209,7 +209,7 @@ class HandlerSpec:
     """Directory of the YAML file: relative script paths are resolved against it."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class WorkflowFile:
     """Everything one YAML file declares."""
 
@@ -239,7 +239,7 @@ class WorkflowFile:
 # --- runtime records -------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class Instance:
     id: int
     workflow_id: str
@@ -253,7 +253,7 @@ class Instance:
     completed_at: float | None = None
 
 
-@dataclass
+@record
 class StepRecord:
     """One row per step name per instance; retries and compensation attempts reuse it."""
 
@@ -274,7 +274,7 @@ class StepRecord:
     completed_at: float | None = None
 
 
-@dataclass
+@record
 class QueueItem:
     id: int
     instance_id: int
@@ -286,7 +286,7 @@ class QueueItem:
     lease_until: float | None = None
 
 
-@dataclass
+@record
 class JoinState:
     instance_id: int
     join_step: str
@@ -297,7 +297,7 @@ class JoinState:
     is_ready: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Event:
     instance_id: int
     type: str
@@ -307,7 +307,7 @@ class Event:
     id: int = 0
 
 
-@dataclass
+@record
 class DLQRecord:
     id: int
     instance_id: int
@@ -320,7 +320,7 @@ class DLQRecord:
     created_at: float
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CancelRequest:
     instance_id: int
     cancel_type: str
@@ -330,7 +330,7 @@ class CancelRequest:
     created_at: float = 0.0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HumanDecision:
     instance_id: int
     step_name: str

@@ -26,22 +26,22 @@ first.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from floxy_core.errors import FloxyError
+from floxy_core.logs import get_logger
 from floxy_core.model import JSON, HandlerSpec, Instance
+from floxy_core.records import field, record
 
 if TYPE_CHECKING:
     from floxy_core.handlers.registry import BuildContext
     from floxy_core.ports import Handler
 
-log = logging.getLogger("floxy.plugins")
+log = get_logger("floxy.plugins")
 
 PROJECT = "floxy"
 ENTRY_POINT_GROUP = "floxy"
@@ -49,7 +49,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HandlerType:
     """A kind of handler a plugin adds: YAML `type: <name>` handlers are built by `factory`."""
 
@@ -131,7 +131,7 @@ class HookSpecs:
     ) -> None: ...
 
 
-@dataclass
+@record
 class PluginInfo:
     name: str
     version: str

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from floxy_core.model import (
@@ -16,6 +15,7 @@ from floxy_core.model import (
     StepRecord,
     WorkflowDefinition,
 )
+from floxy_core.records import field, record
 
 if TYPE_CHECKING:
     from floxy_core.engine.state import HookCall, Transition
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StepContext:
     """What a handler may know about the call it serves."""
 

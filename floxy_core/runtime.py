@@ -6,21 +6,21 @@ inside a store transaction.
 
 from __future__ import annotations
 
-import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
 from typing import Any
 
 from floxy_core.engine.decisions import Engine, Outcome, Work
 from floxy_core.engine.state import HookCall, Transition
 from floxy_core.errors import ConflictError, HandlerError, NotFoundError, StoreError
+from floxy_core.logs import get_logger
 from floxy_core.model import JSON, Instance, QueueItem, WorkflowDefinition
 from floxy_core.ports import Clock, Handler, StepContext, Store
+from floxy_core.records import record, replace
 
-log = logging.getLogger("floxy.runtime")
+log = get_logger("floxy.runtime")
 
 Hook = Callable[[str, Instance, Mapping[str, Any]], None]
 """A lifecycle hook: (hook name, instance after the change, details). Errors are logged only."""
@@ -34,7 +34,7 @@ class SystemClock:
         time.sleep(seconds)
 
 
-@dataclass
+@record
 class _Running:
     work: Work
     interrupt: threading.Event
@@ -95,7 +95,7 @@ class Runtime:
         self._threads: list[threading.Thread] = []
         self._running: dict[int, _Running] = {}
         self._running_lock = threading.Lock()
-        self._prefix = uuid.uuid4().hex[:8]
+        self._prefix = os.urandom(4).hex()
 
     # -- control ----------------------------------------------------------------------------
 

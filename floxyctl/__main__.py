@@ -1,12 +1,27 @@
-"""Entry point of `floxyctl`; imports stay lazy so that `floxyctl run` starts fast."""
+"""Entry point of `floxyctl`: a plain `floxyctl run` starts without importing typer."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 
 def main() -> None:
-    from floxyctl.app import main as run_app
+    argv = sys.argv[1:]
+    if argv[:1] == ["run"]:
+        from floxyctl.options import fast_run_args
 
-    run_app()
+        args = fast_run_args(argv[1:], os.environ)
+        if args is not None:
+            from floxyctl.common import run_command, set_no_plugins
+            from floxyctl.run_cmd import execute
+
+            set_no_plugins(args.pop("no_plugins"))
+            run_command(lambda: sys.exit(execute(**args)))
+            return
+    from floxyctl.app import main as typer_main
+
+    typer_main()
 
 
 if __name__ == "__main__":

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
 from floxyctl import exits
+from floxyctl.common import plugins, run_command, set_no_plugins
+from floxyctl.options import NO_PLUGINS_ENV, OPTIONS, RUN_DEFAULTS, OutputFormat
 
 app = typer.Typer(
     name="floxyctl",
@@ -24,46 +23,17 @@ app = typer.Typer(
 )
 
 
-class OutputFormat(StrEnum):
-    text = "text"
-    json = "json"
+def option(name: str, **extra: Any) -> Any:
+    """The typer option for `name` in the shared table (see floxyctl.options)."""
+    spec = OPTIONS[name]
+    return typer.Option(
+        *spec.flags, help=spec.help, envvar=spec.envvar, metavar=spec.metavar, **extra
+    )
 
 
-FileOpt = Annotated[
-    Path,
-    typer.Option(
-        "-f",
-        "--file",
-        help="Workflow YAML file.",
-        exists=False,
-        dir_okay=True,
-        show_default=False,
-    ),
-]
-InputOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "-i",
-        "--input",
-        help="JSON input file. Default: stdin when it is not a terminal, else {}.",
-        show_default=False,
-    ),
-]
-OutputOpt = Annotated[
-    OutputFormat,
-    typer.Option("--output", help="text for people; json for programs (one document on stdout)."),
-]
-
-
-def fail(message: str, code: int = exits.USAGE) -> NoReturn:
-    """Print one clear line on stderr and exit with a documented code."""
-    print(f"floxyctl: error: {message}", file=sys.stderr)
-    raise typer.Exit(code)
-
-
-class _Options:
-    no_plugins = False
-    plugins: Any = None
+FileOpt = Annotated[Path, option("file", exists=False, dir_okay=True, show_default=False)]
+InputOpt = Annotated[Path | None, option("input_file", show_default=False)]
+OutputOpt = Annotated[OutputFormat, option("output")]
 
 
 @app.callback()
@@ -72,26 +42,13 @@ def _global(
         bool,
         typer.Option(
             "--no-plugins",
-            envvar="FLOXY_NO_PLUGINS",
+            envvar=NO_PLUGINS_ENV,
             help="Load no third-party plugins (entry-point group `floxy`). "
             "FLOXY_PLUGINS=a,b loads only those.",
         ),
     ] = False,
 ) -> None:
-    _Options.no_plugins = no_plugins
-
-
-def plugins() -> Any:
-    """The loaded plugins (built-ins plus installed ones), loaded once per process."""
-    if _Options.plugins is None:
-        from floxy_core.errors import FloxyError
-        from floxy_core.plugins import load_plugins
-
-        try:
-            _Options.plugins = load_plugins(no_plugins=_Options.no_plugins)
-        except FloxyError as exc:
-            fail(str(exc))
-    return _Options.plugins
+    set_no_plugins(no_plugins)
 
 
 def list_plugins(output: OutputOpt = OutputFormat.text) -> None:
@@ -127,12 +84,49 @@ def version() -> None:
     print(f"floxyctl version {__version__}")
 
 
-def _register_commands(argv: list[str]) -> None:
-    """All commands, except that `floxyctl run` skips importing the database commands."""
-    from floxyctl import run_cmd
+def run(
+    file: FileOpt,
+    input_file: InputOpt = RUN_DEFAULTS["input_file"],
+    flow: Annotated[str | None, option("flow")] = RUN_DEFAULTS["flow"],
+    workers: Annotated[int, option("workers")] = RUN_DEFAULTS["workers"],
+    worker_interval: Annotated[str, option("worker_interval")] = RUN_DEFAULTS["worker_interval"],
+    completion_timeout: Annotated[str, option("completion_timeout")] = RUN_DEFAULTS[
+        "completion_timeout"
+    ],
+    status_check_interval: Annotated[str, option("status_check_interval")] = RUN_DEFAULTS[
+        "status_check_interval"
+    ],
+    debug: Annotated[bool, option("debug")] = RUN_DEFAULTS["debug"],
+    decide: Annotated[list[str] | None, option("decide")] = RUN_DEFAULTS["decide"],
+    output: OutputOpt = RUN_DEFAULTS["output"],
+) -> None:
+    """Run one workflow to completion on an in-memory store (no database needed).
 
-    run_cmd.register(app)
-    command = next((a for a in argv if not a.startswith("-")), None)
+    Example: floxyctl run -f examples/yaml/hello.yaml -i input.json
+
+    Ctrl-C once cancels the instance (compensations run); twice aborts it.
+    """
+    from floxyctl.run_cmd import execute
+
+    raise SystemExit(
+        execute(
+            file=file,
+            input_file=input_file,
+            flow=flow,
+            workers=workers,
+            worker_interval=worker_interval,
+            completion_timeout=completion_timeout,
+            status_check_interval=status_check_interval,
+            debug=debug,
+            decide=decide,
+            output=output,
+        )
+    )
+
+
+def _register_commands(command: str | None) -> None:
+    """All commands, except that `floxyctl run` skips importing the other commands' modules."""
+    app.command(epilog=exits.EPILOG)(run)
     if command != "run":
         from floxyctl import spec_cmds
 
@@ -145,33 +139,7 @@ def _register_commands(argv: list[str]) -> None:
         db_cmds.register(app)
 
 
-class _OneLine(logging.Formatter):
-    """Library warnings as one line each; the traceback only with FLOXY_DEBUG set."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = f"floxyctl: {record.levelname.lower()}: {record.getMessage()}"
-        if record.exc_info and record.exc_info[1] is not None:
-            if os.environ.get("FLOXY_DEBUG"):
-                return text + "\n" + self.formatException(record.exc_info)
-            error = record.exc_info[1]
-            text += f": {type(error).__name__}: {error}"
-        return text
-
-
-def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_OneLine())
-    root = logging.getLogger("floxy")
-    root.addHandler(handler)
-    root.setLevel(logging.WARNING)
-    root.propagate = False
-
-
 def main() -> None:
-    _setup_logging()
-    _register_commands(sys.argv[1:])
-    try:
-        app()
-    except KeyboardInterrupt:
-        print("floxyctl: interrupted", file=sys.stderr)
-        sys.exit(130)
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    _register_commands(command)
+    run_command(app)

@@ -25,7 +25,7 @@ from urllib.parse import quote, quote_plus
 
 import typer
 
-from floxyctl.app import fail
+from floxyctl.common import fail
 
 if TYPE_CHECKING:
     import psycopg

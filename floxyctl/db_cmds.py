@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from floxyctl import exits
-from floxyctl.app import FileOpt, InputOpt, OutputFormat, OutputOpt, fail, plugins
+from floxyctl.app import FileOpt, InputOpt, OutputOpt
+from floxyctl.common import fail, plugins
 from floxyctl.db import DB_EPILOG, DbSettings, connect, guard, open_store, with_db
+from floxyctl.options import OutputFormat
 
 if TYPE_CHECKING:
     from floxy_core.model import Instance, StepRecord

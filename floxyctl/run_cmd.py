@@ -11,75 +11,27 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from floxyctl import exits
-from floxyctl.app import FileOpt, InputOpt, OutputFormat, OutputOpt, fail, plugins
-
-MAX_WORKERS = 256
-"""Upper bound of -w/--workers: each worker is a thread, and thousands of them only fail."""
+from floxyctl.common import fail, plugins
+from floxyctl.options import MAX_WORKERS, OutputFormat
 
 
-def register(app: typer.Typer) -> None:
-    app.command(epilog=exits.EPILOG)(run)
-
-
-def run(
-    file: FileOpt,
-    input_file: InputOpt = None,
-    flow: Annotated[
-        str | None,
-        typer.Option(
-            "--flow", help="Flow to run (name or name-vN); required if the file has several."
-        ),
-    ] = None,
-    workers: Annotated[
-        int,
-        typer.Option(
-            "-w",
-            "--workers",
-            envvar="FLOXY_WORKERS",
-            help=f"Worker threads, 1 to {MAX_WORKERS}.",
-        ),
-    ] = 3,
-    worker_interval: Annotated[
-        str,
-        typer.Option(
-            "--worker-interval",
-            envvar="FLOXY_WORKER_INTERVAL",
-            help="How often idle workers poll (e.g. 100ms).",
-        ),
-    ] = "100ms",
-    completion_timeout: Annotated[
-        str,
-        typer.Option("--completion-timeout", help="Give up after this long (exit 3)."),
-    ] = "10m",
-    status_check_interval: Annotated[
-        str,
-        typer.Option("--status-check-interval", help="Longest wait between status checks."),
-    ] = "500ms",
-    debug: Annotated[
-        bool,
-        typer.Option("-D", "--debug", help="Log handler input, output and stderr to stderr."),
-    ] = False,
-    decide: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--decide",
-            metavar="STEP=confirm|reject",
-            help="Answer a human step in advance (repeatable).",
-        ),
-    ] = None,
-    output: OutputOpt = OutputFormat.text,
-) -> None:
-    """Run one workflow to completion on an in-memory store (no database needed).
-
-    Example: floxyctl run -f examples/yaml/hello.yaml -i input.json
-
-    Ctrl-C once cancels the instance (compensations run); twice aborts it.
-    """
+def execute(
+    *,
+    file: Path,
+    input_file: Path | None,
+    flow: str | None,
+    workers: int,
+    worker_interval: str,
+    completion_timeout: str,
+    status_check_interval: str,
+    debug: bool,
+    decide: list[str] | None,
+    output: OutputFormat,
+) -> int:
+    """Check the parsed options, run the flow and return floxyctl's exit code."""
     from floxy_core.durations import parse_duration_ms
     from floxy_core.errors import InputError
 
@@ -109,7 +61,7 @@ def run(
         decisions=decisions,
         json_output=output is OutputFormat.json,
     )
-    raise typer.Exit(session.run())
+    return session.run()
 
 
 def _parse_decisions(items: list[str]) -> dict[str, str]:

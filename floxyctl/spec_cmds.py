@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from floxyctl import exits
-from floxyctl.app import FileOpt, OutputFormat, OutputOpt, fail, plugins
+from floxyctl.app import FileOpt, OutputOpt
+from floxyctl.common import fail, plugins
+from floxyctl.options import OutputFormat
 
 if TYPE_CHECKING:
     from floxy_core.errors import SpecError

@@ -7,7 +7,6 @@ transaction) persists what the transition recorded and fires its hooks after com
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from floxy_core.builder import compensation_of, join_of
@@ -27,6 +26,7 @@ from floxy_core.model import (
     StepRecord,
     StepType,
 )
+from floxy_core.records import field, record
 from floxy_core.status import InstanceStatus, StepStatus
 
 ACTIVE_STEP = (
@@ -39,7 +39,7 @@ UNFINISHED_STEP = (*ACTIVE_STEP, StepStatus.COMPENSATION)
 DLQ_REASON = "dlq enabled: rollback/compensation skipped"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EngineConfig:
     aging_rate: float = 0.5
     """Priority points gained per second of waiting (0 disables aging)."""
@@ -49,7 +49,7 @@ class EngineConfig:
     missing_handler_log_every_ms: int = 5_000
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Work:
     """One handler call the runtime must make, outside any transaction."""
 
@@ -67,7 +67,7 @@ class Work:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Outcome:
     """What a handler call produced: `output` on success, `error` on failure."""
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
-import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from floxy_core.model import (
@@ -28,6 +26,7 @@ from floxy_core.model import (
     StepRecord,
     WorkflowDefinition,
 )
+from floxy_core.records import field, record, replace
 from floxy_core.status import (
     InstanceStatus,
     StepStatus,
@@ -36,7 +35,7 @@ from floxy_core.status import (
 )
 
 
-@dataclass
+@record
 class InstanceState:
     """An instance with everything a decision about it may need."""
 
@@ -51,7 +50,7 @@ class InstanceState:
     cancel_request: CancelRequest | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HookCall:
     """A lifecycle hook to fire after the transition is committed."""
 
@@ -142,7 +141,7 @@ class Transition:
     # -- steps --------------------------------------------------------------------------------
 
     def new_key(self) -> str:
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        return uuid4_text(self.rng.getrandbits(128))
 
     def create_step(
         self, name: str, data: JSON, status: StepStatus = StepStatus.PENDING
@@ -249,3 +248,12 @@ class Transition:
             return []
         snapshot = copy.copy(self.state.instance)
         return [replace(h, instance=snapshot) for h in self.hooks]
+
+
+def uuid4_text(bits: int) -> str:
+    """`str(uuid.UUID(int=bits, version=4))` without importing uuid, which loads `platform`
+    (1.5 ms of `floxyctl run`)."""
+    bits = (bits & ~(0xC000 << 48)) | (0x8000 << 48)
+    bits = (bits & ~(0xF000 << 64)) | (4 << 76)
+    h = f"{bits:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

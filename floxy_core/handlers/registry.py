@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from floxy_core.errors import FloxyError
 from floxy_core.model import HandlerSpec, TLSConfig, WorkflowFile
 from floxy_core.ports import Handler
+from floxy_core.records import record
 
 if TYPE_CHECKING:
     from floxy_core.plugins import Plugins
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 DebugLog = Callable[[str], None]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BuildContext:
     """What a factory may use besides the spec: the file's TLS default and the debug sink."""
 

@@ -16,13 +16,15 @@ def load_workflow_file(
     """
     from floxy_core.spec import cache
     from floxy_core.spec.compiler import compile_document
-    from floxy_core.spec.loader import load_source, read_source
+    from floxy_core.spec.document import read_source
 
     name = os.fspath(path)
     raw = read_source(name)
     document = cache.lookup(raw, name, require_handlers)
     if document is not None:
         return compile_document(document)
+    from floxy_core.spec.loader import load_source
+
     document = load_source(raw, name, require_handlers=require_handlers)
     compiled = compile_document(document)
     cache.store(raw, name, require_handlers, document)

@@ -1,23 +1,25 @@
-"""A cache of validated workflow documents, keyed by the file's bytes (like `.pyc` files).
+"""A cache of validated workflow documents, one entry per file path (like `.pyc` files).
 
 Parsing YAML with positions and validating it against the JSON Schema costs more than the rest
 of `floxyctl run` together; a file that passed once is not checked again until its bytes, its
-location, floxy or the schema change. The cache lives in `$FLOXY_CACHE_DIR`, else
-`$XDG_CACHE_HOME/floxy`, else `~/.cache/floxy`; `FLOXY_NO_CACHE=1` turns it off. Any problem
-with the cache (unwritable, corrupt) just means loading the slow way.
+location, floxy or the schema change. An entry keeps the file's bytes and is used only when they
+are equal to the file's: exact without a cryptographic hash (importing hashlib loads OpenSSL,
+about 3 ms), and editing a file replaces its entry instead of adding one. The cache lives in
+`$FLOXY_CACHE_DIR`, else `$XDG_CACHE_HOME/floxy`, else `~/.cache/floxy`; `FLOXY_NO_CACHE=1` turns
+it off. Any problem with the cache (unwritable, corrupt) just means loading the slow way.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
+import zlib
 from pathlib import Path
+from typing import Any
 
 from floxy_core.errors import SpecError
 from floxy_core.resources import schema_path
-from floxy_core.spec.loader import Document
+from floxy_core.spec.document import Document
 
 
 def _directory() -> Path | None:
@@ -30,19 +32,23 @@ def _directory() -> Path | None:
     return Path(base) / "floxy"
 
 
-def _key(raw: bytes, name: str, require_handlers: bool) -> str:
+def _entry_path(directory: Path, name: str, require_handlers: bool) -> Path:
+    where = f"{os.path.abspath(name)}\0{require_handlers}".encode()
+    return directory / f"{zlib.crc32(where):08x}.json"
+
+
+def _identity(raw: bytes, name: str, require_handlers: bool) -> dict[str, Any]:
+    """What must be equal for an entry to be used."""
     from floxy_core import __version__
 
     schema = schema_path().stat()
-    digest = hashlib.sha256(raw)
-    for part in (
-        os.path.abspath(name),
-        str(require_handlers),
-        __version__,
-        f"{schema.st_mtime_ns}:{schema.st_size}",
-    ):
-        digest.update(b"\0" + part.encode())
-    return digest.hexdigest()
+    return {
+        "path": os.path.abspath(name),
+        "require_handlers": require_handlers,
+        "floxy": __version__,
+        "schema": f"{schema.st_mtime_ns}:{schema.st_size}",
+        "source": raw.decode("utf-8", "surrogateescape"),
+    }
 
 
 def lookup(raw: bytes, name: str, require_handlers: bool) -> Document | None:
@@ -50,7 +56,9 @@ def lookup(raw: bytes, name: str, require_handlers: bool) -> Document | None:
     if directory is None:
         return None
     try:
-        entry = json.loads((directory / (_key(raw, name, require_handlers) + ".json")).read_bytes())
+        entry = json.loads(_entry_path(directory, name, require_handlers).read_bytes())
+        if entry["identity"] != _identity(raw, name, require_handlers):
+            return None
         warnings = tuple(SpecError(**w) for w in entry["warnings"])
         return Document(name, entry["data"], warnings)
     except (OSError, ValueError, KeyError, TypeError):
@@ -61,10 +69,16 @@ def store(raw: bytes, name: str, require_handlers: bool, document: Document) -> 
     directory = _directory()
     if directory is None:
         return
-    entry = {"data": document.data, "warnings": [w.to_json() for w in document.warnings]}
+    import tempfile
+
+    entry = {
+        "identity": _identity(raw, name, require_handlers),
+        "data": document.data,
+        "warnings": [w.to_json() for w in document.warnings],
+    }
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        target = directory / (_key(raw, name, require_handlers) + ".json")
+        target = _entry_path(directory, name, require_handlers)
         with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
             json.dump(entry, f, separators=(",", ":"))
         os.replace(f.name, target)

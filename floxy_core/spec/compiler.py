@@ -23,7 +23,7 @@ from floxy_core.model import (
     WorkflowDefinition,
     WorkflowFile,
 )
-from floxy_core.spec.loader import RETRY_STRATEGIES, Document, expression_key
+from floxy_core.spec.document import RETRY_STRATEGIES, Document, expression_key
 
 _BUILTIN_TYPES = ("bash", "http")
 

@@ -20,13 +20,21 @@ import functools
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from floxy_core.errors import ConditionError, SpecError, ValidationError
+from floxy_core.records import record
 from floxy_core.resources import schema_path
+from floxy_core.spec.document import (
+    RETRY_STRATEGIES,
+    Document,
+    PathT,
+    Pos,
+    expression_key,
+    format_path,
+    read_source,
+)
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
@@ -41,64 +49,15 @@ __all__ = [
     "load_file",
 ]
 
-PathT = tuple[str | int, ...]
-Pos = tuple[int, int]
-
 MAX_NODES = 100_000
 """Cap on converted nodes, so alias bombs ("billion laughs") fail fast instead of eating memory."""
 MAX_DEPTH = 64
 """Cap on nesting; deeper documents are not workflows and would exhaust the recursion limit."""
 
 STEP_TYPES = ("task", "parallel", "condition", "savepoint", "fork", "human")
-RETRY_STRATEGIES = ("fixed", "linear", "exponential", "")
-"""What `retry_strategy` may say; any other string is taken as fixed, with a warning, because
-the reference silently treats it so (and reference files must load unchanged)."""
 _RESERVED_ROOT = "_root_"
 _RESERVED_PREFIX = "cond#"
 _DURATION_HINT = "use milliseconds or 250ms, 2s, 5m, 1h"
-
-
-def format_path(path: PathT) -> str:
-    """`("flows", 0, "steps", 2, "handler")` → `"flows[0].steps[2].handler"`."""
-    out: list[str] = []
-    for part in path:
-        if isinstance(part, int):
-            out.append(f"[{part}]")
-        else:
-            out.append(f".{part}" if out else part)
-    return "".join(out)
-
-
-@dataclass(frozen=True)
-class Document:
-    """A workflow file that passed every check, with the position of each of its nodes."""
-
-    path: str
-    data: dict[str, Any]
-    warnings: tuple[SpecError, ...] = ()
-    _values: Mapping[PathT, Pos] = field(default_factory=dict, repr=False, compare=False)
-    _keys: Mapping[PathT, Pos] = field(default_factory=dict, repr=False, compare=False)
-
-    def where(self, path: PathT) -> Pos:
-        """1-based (line, column) of the node at `path`, or of its nearest recorded ancestor."""
-        return _lookup(self._values, path)
-
-    def where_key(self, path: PathT) -> Pos:
-        """Like `where`, but for a mapping entry points at its key rather than its value."""
-        return self._keys.get(path) or _lookup(self._values, path)
-
-    def error(self, path: PathT, message: str) -> SpecError:
-        """A SpecError at `path` of this document (for later stages such as the compiler)."""
-        line, col = self.where(path)
-        return SpecError(self.path, line, col, format_path(path), message)
-
-
-def _lookup(table: Mapping[PathT, Pos], path: PathT) -> Pos:
-    for end in range(len(path), -1, -1):
-        pos = table.get(path[:end])
-        if pos is not None:
-            return pos
-    return (1, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,20 +68,6 @@ def load_file(path: str | os.PathLike[str], *, require_handlers: bool = True) ->
     """Read and load `path`; an unreadable file is a ValidationError with one error at 1:1."""
     name = os.fspath(path)
     return load_source(read_source(name), name, require_handlers=require_handlers)
-
-
-def read_source(name: str) -> bytes:
-    """The bytes of a workflow file, or a ValidationError saying why it cannot be read."""
-    try:
-        return Path(name).read_bytes()
-    except FileNotFoundError:
-        raise _single(name, "file not found") from None
-    except IsADirectoryError:
-        raise _single(name, "is a directory, not a file") from None
-    except PermissionError:
-        raise _single(name, "permission denied") from None
-    except OSError as exc:
-        raise _single(name, f"cannot read file: {exc.strerror or exc}") from None
 
 
 def load_source(raw: bytes, name: str, *, require_handlers: bool = True) -> Document:
@@ -232,10 +177,6 @@ def _replaced(node: Any, path: PathT, value: Any) -> Any:
 
 def _order(e: SpecError) -> tuple[int, int, str]:
     return (e.line, e.column, e.path)
-
-
-def _single(path: str, message: str) -> ValidationError:
-    return ValidationError([SpecError(path, 1, 1, "", message)])
 
 
 def _offset_pos(raw: bytes, offset: int) -> Pos:
@@ -556,7 +497,7 @@ def _at_key(doc: Document, path: PathT, message: str) -> SpecError:
 # Stage 3: checks the schema cannot express
 
 
-@dataclass
+@record
 class _Name:
     what: str  # e.g. 'step "x"', 'join "p_join" of parallel "p"'
     pos: Pos
@@ -772,15 +713,6 @@ class _Semantics:
             self._err(path, f"invalid condition {_show(expr)}: {reason}")
         except RecursionError:
             self._err(path, f"invalid condition {_show(expr)}: nested too deeply")
-
-
-def expression_key(step: Mapping[str, Any]) -> str:
-    """Which key holds a condition's expression: `expr` when it is not empty, else its alias
-    `condition` (the reference's "expr wins" only applies to a non-empty expr)."""
-    expr = step.get("expr")
-    if "condition" in step and (expr is None or expr == ""):
-        return "condition"
-    return "expr"
 
 
 def _condition_parser() -> Callable[[str], object]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from floxy_core.engine.state import HookCall, InstanceState, Transition
 from floxy_core.errors import ConflictError, NotFoundError, StoreError
+from floxy_core.logs import get_logger
 from floxy_core.model import (
     JSON,
     CancelRequest,
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
 T = TypeVar("T")
-log = logging.getLogger("floxy.postgres")
+log = get_logger("floxy.postgres")
 CHANNEL = "floxy_queue"
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 
