@@ -65,3 +65,25 @@ def test_no_cache_writes_nothing(
     path.write_text(FLOW)
     load_workflow_file(path)
     assert not cache_dir.exists()
+
+
+def test_an_edited_file_replaces_its_entry(tmp_path: Path, cache_dir: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(FLOW)
+    load_workflow_file(path)
+    path.write_text(FLOW.replace("name: cached", "name: renamed"))
+    assert load_workflow_file(path).flows[0].id == "renamed-v1"
+    assert load_workflow_file(path).flows[0].id == "renamed-v1"
+    assert len(list(cache_dir.glob("*.json"))) == 1
+
+
+def test_an_entry_of_another_file_is_not_used(tmp_path: Path, cache_dir: Path) -> None:
+    first, second = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    first.write_text(FLOW)
+    second.write_text(FLOW.replace("name: cached", "name: second"))
+    load_workflow_file(first)
+    (entry,) = cache_dir.glob("*.json")
+    load_workflow_file(second)
+    (other,) = set(cache_dir.glob("*.json")) - {entry}
+    other.write_bytes(entry.read_bytes())  # as if the two paths shared an entry name
+    assert load_workflow_file(second).flows[0].id == "second-v1"
