@@ -17,7 +17,7 @@ def main() -> None:
             from floxyctl.run_cmd import execute
 
             set_no_plugins(args.pop("no_plugins"))
-            run_command(lambda: sys.exit(execute(**args)))
+            run_command(lambda: sys.exit(execute(**args)), skip_teardown=True)
             return
     from floxyctl.app import main as typer_main
 

@@ -142,4 +142,4 @@ def _register_commands(command: str | None) -> None:
 def main() -> None:
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     _register_commands(command)
-    run_command(app)
+    run_command(app, skip_teardown=command == "run")

@@ -60,9 +60,14 @@ def _setup_logging() -> None:
     root.propagate = False
 
 
-def run_command(command: Callable[[], object]) -> None:
+def run_command(command: Callable[[], object], *, skip_teardown: bool = False) -> None:
     """Run the parsed command line with logging set up; Ctrl-C outside `run`'s own handling
-    exits 130 with one line instead of a traceback."""
+    exits 130 with one line instead of a traceback.
+
+    With `skip_teardown` (for `run`, which stops its runtime and closes its handlers itself) the
+    process leaves with `os._exit` once its output is flushed: finalising the 150 modules a run
+    imports would add about 7 ms, a tenth of a three-step run.
+    """
     from floxy_core.logs import configure_on_first_use
 
     configure_on_first_use(_setup_logging)
@@ -70,4 +75,22 @@ def run_command(command: Callable[[], object]) -> None:
         command()
     except KeyboardInterrupt:
         print("floxyctl: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(exits.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`floxyctl ... | head`): stop quietly, as SIGPIPE stops other tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _exit_now(exits.BROKEN_PIPE)
+    except SystemExit as done:
+        if skip_teardown and isinstance(done.code, int | None):
+            _exit_now(done.code or 0)
+        raise
+
+
+def _exit_now(code: int) -> NoReturn:
+    """`sys.exit(code)` minus the teardown; like CPython, 120 when the output cannot be flushed."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            code = 120
+    os._exit(code)

@@ -8,6 +8,8 @@ USAGE = 2
 TIMEOUT = 3
 PAUSED = 4
 STOPPED = 5
+INTERRUPTED = 130
+BROKEN_PIPE = 141
 
 EPILOG = (
     "Exit codes: 0 completed · 1 failed (rolled back) · 2 bad usage, YAML or input · "

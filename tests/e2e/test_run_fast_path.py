@@ -149,10 +149,15 @@ def test_run_imports_neither_typer_nor_the_database_code(tmp_path: Path) -> None
         "logging",
         "hashlib",
     ]
+    # `run` leaves through os._exit (no teardown), so the probe reports from there.
     probe = (
-        "import atexit, sys\n"
+        "import os, sys\n"
         f"heavy = {heavy!r}\n"
-        "atexit.register(lambda: print('LOADED', [m for m in heavy if m in sys.modules]))\n"
+        "leave = os._exit\n"
+        "def report(code):\n"
+        "    print('LOADED', [m for m in heavy if m in sys.modules], flush=True)\n"
+        "    leave(code)\n"
+        "os._exit = report\n"
         "sys.argv = ['floxyctl', 'run', '-f', 'wf.yaml']\n"
         "from floxyctl.__main__ import main\n"
         "main()\n"
