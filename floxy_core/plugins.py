@@ -30,23 +30,42 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import pluggy
-
 from floxy_core.errors import FloxyError
 from floxy_core.logs import get_logger
 from floxy_core.model import JSON, HandlerSpec, Instance
 from floxy_core.records import field, record
 
 if TYPE_CHECKING:
+    import pluggy
+
     from floxy_core.handlers.registry import BuildContext
     from floxy_core.ports import Handler
+
+    hookspec: pluggy.HookspecMarker
+    hookimpl: pluggy.HookimplMarker
 
 log = get_logger("floxy.plugins")
 
 PROJECT = "floxy"
 ENTRY_POINT_GROUP = "floxy"
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+def __getattr__(name: str) -> Any:
+    """`hookimpl` and `hookspec` import pluggy when a plugin first asks for them: a run with
+    only the built-in handler types never needs pluggy, which costs `floxyctl run` about 5 ms."""
+    if name in ("hookimpl", "hookspec"):
+        return _marker(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _marker(name: str) -> Any:
+    marker = globals().get(name)
+    if marker is None:
+        import pluggy
+
+        kind = pluggy.HookimplMarker if name == "hookimpl" else pluggy.HookspecMarker
+        marker = globals()[name] = kind(PROJECT)
+    return marker
 
 
 @record(frozen=True)
@@ -64,73 +83,6 @@ class StartVetoed(FloxyError):
     """A plugin refused to start a workflow."""
 
 
-class HookSpecs:
-    """Every hook a plugin may implement; arguments are passed by name, take only what you use."""
-
-    @hookspec
-    def floxy_handler_types(self) -> list[HandlerType]:  # type: ignore[empty-body]
-        """Handler types this plugin adds."""
-
-    @hookspec
-    def floxy_workflow_starting(self, workflow_id: str, input: JSON) -> None:
-        """Before an instance is created; raise to veto the start (the message is shown)."""
-
-    @hookspec
-    def floxy_workflow_started(self, instance: Instance) -> None: ...
-
-    @hookspec
-    def floxy_workflow_completed(self, instance: Instance, output: JSON) -> None: ...
-
-    @hookspec
-    def floxy_workflow_failed(self, instance: Instance, error: str | None) -> None: ...
-
-    @hookspec
-    def floxy_workflow_cancelled(self, instance: Instance, error: str | None) -> None: ...
-
-    @hookspec
-    def floxy_workflow_aborted(self, instance: Instance, error: str | None) -> None: ...
-
-    @hookspec
-    def floxy_workflow_paused(self, instance: Instance, error: str | None) -> None:
-        """The instance entered the DLQ."""
-
-    @hookspec
-    def floxy_workflow_resumed(self, instance: Instance, step_name: str) -> None:
-        """A DLQ record was requeued."""
-
-    @hookspec
-    def floxy_step_started(self, instance: Instance, step_name: str, retry_count: int) -> None: ...
-
-    @hookspec
-    def floxy_step_completed(self, instance: Instance, step_name: str, output: JSON) -> None: ...
-
-    @hookspec
-    def floxy_step_failed(self, instance: Instance, step_name: str, error: str) -> None: ...
-
-    @hookspec
-    def floxy_step_retried(
-        self, instance: Instance, step_name: str, retry_count: int, error: str
-    ) -> None: ...
-
-    @hookspec
-    def floxy_step_waiting_decision(self, instance: Instance, step_name: str) -> None: ...
-
-    @hookspec
-    def floxy_human_decided(
-        self, instance: Instance, step_name: str, decision: str, decided_by: str
-    ) -> None: ...
-
-    @hookspec
-    def floxy_compensation_started(
-        self, instance: Instance, step_name: str, compensation: str | None
-    ) -> None: ...
-
-    @hookspec
-    def floxy_compensation_finished(
-        self, instance: Instance, step_name: str, error: str | None
-    ) -> None: ...
-
-
 @record
 class PluginInfo:
     name: str
@@ -140,14 +92,18 @@ class PluginInfo:
 
 
 class Plugins:
-    """A pluggy manager plus what floxy needs from it: handler factories and safe hook calls."""
+    """A pluggy manager plus what floxy needs from it: handler factories and safe hook calls.
+
+    With only the built-in plugin there is no manager: its handler types are read directly and
+    no hook has an implementation (the built-ins add handler types only).
+    """
 
     def __init__(self) -> None:
-        self.manager = pluggy.PluginManager(PROJECT)
-        self.manager.add_hookspecs(HookSpecs)
+        self.manager: pluggy.PluginManager | None = None
         self.infos: list[PluginInfo] = []
         self.errors = 0
         self._staged: list[tuple[int, str, object, PluginInfo]] = []
+        self._builtins: list[object] = []
 
     def add(self, plugin: object, name: str, *, version: str = "", builtin: bool = False) -> None:
         priority = int(getattr(plugin, "floxy_priority", 50))
@@ -155,12 +111,16 @@ class Plugins:
 
     def finish(self) -> Plugins:
         """Register staged plugins lowest priority first: pluggy calls the last one first."""
-        for _, name, plugin, info in sorted(self._staged, key=lambda s: s[0]):
-            self.manager.register(plugin, name=name)
-            self.infos.append(info)
+        staged = sorted(self._staged, key=lambda s: s[0])
         self._staged.clear()
-        for info in self.infos:
-            plugin = self.manager.get_plugin(info.name)
+        if any(not info.builtin for *_, info in staged):
+            self.manager = _new_manager()
+        for _, name, plugin, info in staged:
+            if self.manager is None:
+                self._builtins.append(plugin)
+            else:
+                self.manager.register(_marked(plugin) if info.builtin else plugin, name=name)
+            self.infos.append(info)
             impl = getattr(plugin, "floxy_handler_types", None)
             if callable(impl):
                 info.handler_types = [t.name for t in impl()]
@@ -168,14 +128,20 @@ class Plugins:
 
     def handler_types(self) -> dict[str, HandlerType]:
         """Handler types by name; a later (higher-priority) plugin wins a name clash."""
+        if self.manager is None:
+            batches = [plugin.floxy_handler_types() for plugin in self._builtins]  # type: ignore[attr-defined]
+        else:
+            batches = list(reversed(self.manager.hook.floxy_handler_types()))
         types: dict[str, HandlerType] = {}
-        for batch in reversed(self.manager.hook.floxy_handler_types()):
+        for batch in batches:
             for handler_type in batch:
                 types[handler_type.name] = handler_type
         return types
 
     def call(self, hook: str, **kwargs: Any) -> None:
         """Call every implementation of `floxy_<hook>`; log and count errors, never raise."""
+        if self.manager is None:
+            return
         caller = getattr(self.manager.hook, f"floxy_{hook}", None)
         if caller is None:
             return
@@ -192,12 +158,35 @@ class Plugins:
 
     def check_start(self, workflow_id: str, data: JSON) -> None:
         """Let plugins veto a start; the first refusal wins."""
+        if self.manager is None:
+            return
         for impl in reversed(self.manager.hook.floxy_workflow_starting.get_hookimpls()):
             args = {"workflow_id": workflow_id, "input": data}
             try:
                 impl.function(**{a: args[a] for a in impl.argnames if a in args})
             except Exception as exc:
                 raise StartVetoed(f"plugin {impl.plugin_name} refused to start: {exc}") from exc
+
+
+def _new_manager() -> pluggy.PluginManager:
+    import pluggy
+
+    from floxy_core.hookspecs import HookSpecs
+
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(HookSpecs)
+    return manager
+
+
+def _marked(plugin: object) -> object:
+    """A built-in plugin with its `floxy_*` functions marked as hook implementations: built-ins
+    do not import pluggy to mark them (see `__getattr__`), so it is done when a manager needs it."""
+    mark = _marker("hookimpl")
+    for name in dir(plugin):
+        function = getattr(plugin, name)
+        if name.startswith("floxy_") and callable(function):
+            mark(function)
+    return plugin
 
 
 def _wanted(env: str | None) -> set[str] | None:

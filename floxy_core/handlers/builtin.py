@@ -1,10 +1,14 @@
-"""Bash, HTTP and python handlers, registered through the same hook a third-party plugin uses."""
+"""Bash, HTTP and python handlers: the built-in plugin.
+
+`floxy_handler_types` is the hook a third-party plugin implements. It carries no `@hookimpl`
+marker, which would import pluggy; `floxy_core.plugins` marks it when a manager is needed.
+"""
 
 from __future__ import annotations
 
 from floxy_core.handlers.registry import BuildContext
 from floxy_core.model import HandlerSpec
-from floxy_core.plugins import HandlerType, hookimpl
+from floxy_core.plugins import HandlerType
 from floxy_core.ports import Handler
 
 floxy_priority = 0
@@ -50,7 +54,6 @@ def build_python(spec: HandlerSpec, ctx: BuildContext) -> Handler:
     return PythonHandler(spec.name, spec.exec or "")
 
 
-@hookimpl
 def floxy_handler_types() -> list[HandlerType]:
     return [
         HandlerType("bash", build_bash, description="inline bash or a script file (exec)"),

@@ -148,6 +148,7 @@ def test_run_imports_neither_typer_nor_the_database_code(tmp_path: Path) -> None
         "dataclasses",
         "logging",
         "hashlib",
+        "pluggy",
     ]
     # `run` leaves through os._exit (no teardown), so the probe reports from there.
     probe = (
@@ -170,7 +171,11 @@ def test_run_imports_neither_typer_nor_the_database_code(tmp_path: Path) -> None
             capture_output=True,
             text=True,
             timeout=60,
-            env={"PATH": "/usr/bin:/bin", "FLOXY_CACHE_DIR": str(tmp_path / "cache")},
+            env={
+                "PATH": "/usr/bin:/bin",
+                "FLOXY_CACHE_DIR": str(tmp_path / "cache"),
+                "FLOXY_NO_PLUGINS": "1",  # pluggy is loaded only for third-party plugins
+            },
         )
         assert done.returncode == 0, done.stderr
     assert "LOADED []" in done.stdout
