@@ -47,6 +47,10 @@ def _cli_child(out: str) -> None:
     """One `floxyctl run` under pyinstrument; inclusive seconds per frame key → JSON."""
     from pyinstrument import Profiler
 
+    def leave(code: int) -> None:
+        raise SystemExit(code)
+
+    os._exit = leave  # type: ignore[assignment]  # `run` ends with os._exit: keep the profile
     sys.argv = ["floxyctl", "run", "-f", str(bench.THREE_STEPS)]
     profiler = Profiler(interval=0.0002)
     profiler.start()
@@ -114,6 +118,12 @@ def _cli_child(out: str) -> None:
 
 
 def profile_cli(runs: int, spec_cache: bool) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pyinstrument") is None:
+        raise SystemExit(
+            "profile_hotspots.py cli needs pyinstrument: .venv/bin/pip install pyinstrument"
+        )
     bench.isolated_env()
     if not spec_cache:
         os.environ["FLOXY_NO_CACHE"] = "1"
