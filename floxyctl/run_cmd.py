@@ -378,10 +378,11 @@ class _Session:
         elapsed: float,
         note: str | None,
     ) -> None:
-        from floxy_core.report import instance_report
         from floxyctl import render
 
         if self.json_output:
+            from floxy_core.report import instance_report
+
             render.print_json(instance_report(instance, steps, events, dlq))
             if note:
                 print(note, file=sys.stderr)
