@@ -2,7 +2,7 @@
 
 A clean `floxyctl run` logs nothing, and importing `logging` would cost it about 5 ms of its
 start-up. A front end that wants its own format registers it with `configure_on_first_use`; it
-runs just before the first record of any floxy logger.
+runs before the first record of any floxy logger, or when `configure_now` is called.
 """
 
 from __future__ import annotations
@@ -19,7 +19,17 @@ _lock = threading.Lock()
 
 
 def configure_on_first_use(setup: Callable[[], None]) -> None:
-    _pending.append(setup)
+    with _lock:
+        _pending.append(setup)
+
+
+def configure_now() -> None:
+    """Run the registered set-ups; a thread that logs meanwhile waits for them to finish."""
+    if _pending:
+        with _lock:
+            while _pending:
+                _pending[0]()
+                del _pending[0]
 
 
 class _LazyLogger:
@@ -29,10 +39,7 @@ class _LazyLogger:
     def __getattr__(self, attribute: str) -> Any:
         import logging
 
-        if _pending:
-            with _lock:
-                while _pending:
-                    _pending.pop(0)()
+        configure_now()
         return getattr(logging.getLogger(self._name), attribute)
 
 

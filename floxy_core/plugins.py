@@ -252,6 +252,8 @@ def _may_declare(group: str) -> bool:
         return True
     header = f"[{group}]"
     for entry in sys.path:
+        if not isinstance(entry, str):
+            return True
         directory = entry or "."
         try:
             names = os.listdir(directory)

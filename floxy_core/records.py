@@ -15,6 +15,7 @@ hashable), mutable records unhashable, equality only between instances of the sa
 from __future__ import annotations
 
 from collections.abc import Callable
+from reprlib import recursive_repr
 from typing import Any, TypeVar, dataclass_transform, overload
 
 T = TypeVar("T")
@@ -54,6 +55,7 @@ def field(
     return _Field(default, default_factory, repr, compare)
 
 
+@recursive_repr()
 def _repr(self: Any) -> str:
     shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__record_repr__)
     return f"{type(self).__qualname__}({shown})"
@@ -82,11 +84,17 @@ def _frozen_delattr(self: Any, name: str) -> None:
 
 
 def _fields(cls: type) -> list[_Field]:
+    if "__post_init__" in vars(cls):
+        raise TypeError(f"{cls.__name__}: records have no __post_init__")
     fields: list[_Field] = []
-    for name, annotation in vars(cls).get("__annotations__", {}).items():
+    for name, annotation in getattr(cls, "__annotations__", {}).items():
         if str(annotation).startswith(("ClassVar", "typing.ClassVar")):
             continue
         value = cls.__dict__.get(name, _MISSING)
+        if isinstance(value, list | dict | set):
+            raise TypeError(
+                f"{cls.__name__}.{name}: mutable default, use field(default_factory=...)"
+            )
         spec = value if isinstance(value, _Field) else _Field(default=value)
         spec.name = name
         if isinstance(value, _Field):

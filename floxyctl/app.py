@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from floxyctl import exits
-from floxyctl.common import plugins, run_command, set_no_plugins
+from floxyctl.common import guard_command, plugins, run_command, set_no_plugins
 from floxyctl.options import NO_PLUGINS_ENV, OPTIONS, RUN_DEFAULTS, OutputFormat
 
 app = typer.Typer(
@@ -137,6 +137,16 @@ def _register_commands(command: str | None) -> None:
         from floxyctl import db_cmds
 
         db_cmds.register(app)
+    _guard_all(app)
+
+
+def _guard_all(typer_app: typer.Typer) -> None:
+    for info in typer_app.registered_commands:
+        if info.callback is not None:
+            info.callback = guard_command(info.callback)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _guard_all(group.typer_instance)
 
 
 def main() -> None:

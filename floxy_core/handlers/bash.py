@@ -366,7 +366,10 @@ def _text(buf: bytearray) -> str:
 
 def _which_bash() -> str:
     """`shutil.which("bash") or "bash"`; shutil itself would cost `floxyctl run` 1.5 ms."""
-    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+    path = os.environ.get("PATH")
+    if path is None:
+        path = os.confstr("CS_PATH") or os.defpath
+    for directory in path.split(os.pathsep) if path else ():
         candidate = os.path.join(directory or ".", "bash")
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate

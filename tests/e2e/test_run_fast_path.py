@@ -179,3 +179,39 @@ def test_run_imports_neither_typer_nor_the_database_code(tmp_path: Path) -> None
         )
         assert done.returncode == 0, done.stderr
     assert "LOADED []" in done.stdout
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "-f", "wf.yaml"],
+        ["run", "-f", "wf.yaml", "--output", "json"],
+        ["--no-plugins", "run", "-f", "wf.yaml"],
+        ["validate", "-f", "wf.yaml"],
+    ],
+    ids=" ".join,
+)
+def test_a_reader_that_went_away_ends_floxyctl_quietly_with_141(
+    args: list[str], unbuffered: str, tmp_path: Path
+) -> None:
+    (tmp_path / "wf.yaml").write_text(FLOW)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    try:
+        done = subprocess.run(
+            [*floxyctl_exe(), *args],
+            cwd=tmp_path,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=60,
+            env={**env, "FLOXY_NO_PLUGINS": "1", "NO_COLOR": "1"},
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")

@@ -14,7 +14,7 @@ import pytest
 FLOXYCTL = [str(Path(sys.executable).with_name("floxyctl"))]
 
 PLUGIN = """
-import json, os
+import atexit, json, os
 from floxy_core.plugins import HandlerType, hookimpl
 
 floxy_priority = {priority}
@@ -24,6 +24,10 @@ LOG = os.environ["PLUGIN_LOG"]
 def _log(*parts):
     with open(LOG, "a") as f:
         f.write("{name}:" + ":".join(str(p) for p in parts) + "\\n")
+
+
+if os.environ.get("PLUGIN_ATEXIT"):
+    atexit.register(_log, "atexit")
 
 
 class Echo:
@@ -170,3 +174,13 @@ def test_plugin_schema_rejects_unknown_handler_keys(env: dict[str, str], tmp_pat
     assert "handler 'greet' (echo)" in result.stderr
     assert "Additional properties are not allowed ('colour'" in result.stderr
     assert "prefix: 3 is not of type 'string'" in result.stderr
+
+
+def test_a_plugins_exit_handlers_run_after_floxyctl_run(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    env["PLUGIN_ATEXIT"] = "1"
+    result = _run(env, "run", "-f", str(tmp_path / "wf.yaml"), stdin="{}")
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "log").read_text().splitlines()
+    assert {"alpha:atexit", "beta:atexit"} <= set(lines)

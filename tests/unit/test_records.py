@@ -93,6 +93,28 @@ def test_a_field_without_default_after_one_with_is_refused() -> None:
             b: int
 
 
+def test_a_mutable_default_and_post_init_are_refused() -> None:
+    with pytest.raises(TypeError, match="mutable default"):
+
+        @record
+        class Shared:
+            items: list[int] = []  # noqa: RUF012
+
+    with pytest.raises(TypeError, match="__post_init__"):
+
+        @record
+        class Checked:
+            a: int
+
+            def __post_init__(self) -> None: ...
+
+
+def test_a_record_that_contains_itself_has_a_finite_repr() -> None:
+    c = Counter("loop")
+    c.name = c  # type: ignore[assignment]
+    assert repr(c) == "Counter(name=..., hits=0)"
+
+
 def test_records_do_not_inherit_fields() -> None:
     with pytest.raises(TypeError, match="inherit"):
 
