@@ -207,6 +207,8 @@ class HandlerSpec:
     config: Mapping[str, Any] = field(default_factory=lambda: _frozen(None))
     base_dir: str = "."
     """Directory of the YAML file: relative script paths are resolved against it."""
+    where: tuple[int, int] = field(default=(1, 1), repr=False, compare=False)
+    """1-based (line, column) of the declaration in its file, for error messages."""
 
 
 @record(frozen=True)

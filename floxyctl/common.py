@@ -18,6 +18,10 @@ def fail(message: str, code: int = exits.USAGE) -> NoReturn:
     raise SystemExit(code)
 
 
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 class _Plugins:
     no_plugins = False
     loaded: Any = None

@@ -14,7 +14,7 @@ from types import FrameType
 from typing import Any
 
 from floxyctl import exits
-from floxyctl.common import fail, plugins
+from floxyctl.common import fail, plugins, plural
 from floxyctl.options import MAX_WORKERS, OutputFormat
 
 
@@ -101,8 +101,7 @@ def _load(file: Path, flow: str | None) -> tuple[Any, Any]:
     except ValidationError as exc:
         for error in exc.errors:
             print(str(error), file=sys.stderr)
-        count = len(exc.errors)
-        fail(f"{file}: {count} error{'s' if count != 1 else ''}; nothing was run")
+        fail(f"{file}: {plural(len(exc.errors), 'error')}; nothing was run")
     except InputError as exc:
         fail(str(exc))
 
@@ -195,7 +194,10 @@ class _Session:
                 only={s.handler for s in self.workflow.steps.values() if s.handler},
             )
         except HandlerBuildError as exc:
-            fail(str(exc))
+            errors = exc.errors(self.file.path)
+            for error in errors:
+                print(str(error), file=sys.stderr)
+            fail(f"{self.file.path}: {plural(len(errors), 'error')}; nothing was run")
         store = MemoryStore()
         runtime = Runtime(
             store,

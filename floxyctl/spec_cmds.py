@@ -15,7 +15,7 @@ import typer
 
 from floxyctl import exits
 from floxyctl.app import FileOpt, OutputOpt
-from floxyctl.common import fail, plugins
+from floxyctl.common import fail, plugins, plural
 from floxyctl.options import OutputFormat
 
 if TYPE_CHECKING:
@@ -69,10 +69,6 @@ def register(app: typer.Typer) -> None:
     app.command(epilog=SPEC_EPILOG)(graph)
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
 def _load(path: Path, *, build: bool = False) -> tuple[WorkflowFile | None, list[SpecError]]:
     """The loaded file, or every problem in it; never raises for a bad or missing file.
 
@@ -93,7 +89,7 @@ def _load(path: Path, *, build: bool = False) -> tuple[WorkflowFile | None, list
         try:
             close_handlers(build_handlers(loaded, plugins=plugins()))
         except HandlerBuildError as exc:
-            return None, [SpecError(str(path), 1, 1, "handlers", p) for p in exc.problems]
+            return None, exc.errors(str(path))
     return loaded, []
 
 
@@ -106,7 +102,7 @@ def print_warnings(loaded: WorkflowFile) -> None:
 def _print_errors(errors: list[SpecError], files_with_errors: int) -> None:
     for error in errors:
         print(str(error), file=sys.stderr)
-    summary = f"{_plural(len(errors), 'error')} in {_plural(files_with_errors, 'file')}"
+    summary = f"{plural(len(errors), 'error')} in {plural(files_with_errors, 'file')}"
     print(summary, file=sys.stderr)
 
 
@@ -156,7 +152,7 @@ def validate(
             if loaded is not None:
                 print_warnings(loaded)
                 ids = ", ".join(flow.id for flow in loaded.flows)
-                print(f"{path}: ok ({_plural(len(loaded.flows), 'flow')}: {ids})")
+                print(f"{path}: ok ({plural(len(loaded.flows), 'flow')}: {ids})")
             all_errors.extend(errors)
         if all_errors:
             _print_errors(all_errors, sum(1 for _, _, errors in results if errors))

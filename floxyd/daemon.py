@@ -236,7 +236,8 @@ class Daemon:
         try:
             handlers = build_handlers(file, plugins=plugins, only=only)
         except HandlerBuildError as exc:
-            raise StartupError(f"{self.config.file}: {exc}") from exc
+            located = "; ".join(str(error) for error in exc.errors(str(self.config.file)))
+            raise StartupError(located) from exc
         for name in sorted(handlers):
             log.info("registered handler %s (%s)", name, file.handlers[name].type)
         return handlers

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from floxy_core.errors import FloxyError
+from floxy_core.errors import FloxyError, SpecError
 from floxy_core.model import HandlerSpec, TLSConfig, WorkflowFile
 from floxy_core.ports import Handler
 from floxy_core.records import record
@@ -30,9 +30,14 @@ HandlerFactory = Callable[[HandlerSpec, BuildContext], Handler]
 class HandlerBuildError(FloxyError):
     """Declared handlers could not be created (unknown type, unreadable certificate...)."""
 
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
+    def __init__(self, located: list[tuple[HandlerSpec, str]]) -> None:
+        self.located = located
+        self.problems = [message for _, message in located]
+        super().__init__("; ".join(self.problems))
+
+    def errors(self, file: str) -> list[SpecError]:
+        """One error per problem, at the declaration of its handler in `file`."""
+        return [SpecError(file, *spec.where, "handlers", message) for spec, message in self.located]
 
 
 def build_handlers(
@@ -54,7 +59,7 @@ def build_handlers(
     table = plugins.handler_types()
     ctx = BuildContext(tls=file.tls, debug_log=debug_log)
     built: dict[str, Handler] = {}
-    problems: list[str] = []
+    problems: list[tuple[HandlerSpec, str]] = []
     wanted = set(only) if only is not None else None
     for spec in file.handlers.values():
         if wanted is not None and spec.name not in wanted:
@@ -63,22 +68,29 @@ def build_handlers(
         if handler_type is None:
             known = ", ".join(sorted(table))
             problems.append(
-                f"handler {spec.name!r}: unknown type {spec.type!r} "
-                f"(installed handler types: {known}; is the plugin installed?)"
+                (
+                    spec,
+                    f"handler {spec.name!r}: unknown type {spec.type!r} "
+                    f"(installed handler types: {known}; is the plugin installed?)",
+                )
             )
             continue
         if handler_type.schema is not None:
             invalid = _schema_problems(spec, handler_type.schema)
             if invalid:
-                problems.extend(invalid)
+                problems.extend((spec, message) for message in invalid)
                 continue
         try:
             built[spec.name] = handler_type.factory(spec, ctx)
         except (FloxyError, OSError, ValueError) as exc:
-            problems.append(f"failed to create handler {spec.name!r}: {exc}")
+            problems.append((spec, f"failed to create handler {spec.name!r}: {exc}"))
         except Exception as exc:  # a plugin's factory bug is still a handler problem
             problems.append(
-                f"failed to create handler {spec.name!r} ({spec.type}): {type(exc).__name__}: {exc}"
+                (
+                    spec,
+                    f"failed to create handler {spec.name!r} ({spec.type}): "
+                    f"{type(exc).__name__}: {exc}",
+                )
             )
     if problems:
         raise HandlerBuildError(problems)

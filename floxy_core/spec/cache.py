@@ -19,7 +19,7 @@ from typing import Any
 
 from floxy_core.errors import SpecError
 from floxy_core.resources import schema_path
-from floxy_core.spec.document import Document
+from floxy_core.spec.document import Document, PathT, Pos
 
 
 def _directory() -> Path | None:
@@ -60,7 +60,10 @@ def lookup(raw: bytes, name: str, require_handlers: bool) -> Document | None:
         if entry["identity"] != _identity(raw, name, require_handlers):
             return None
         warnings = tuple(SpecError(**w) for w in entry["warnings"])
-        return Document(name, entry["data"], warnings)
+        positions: dict[PathT, Pos] = {
+            ("handlers", i): (line, col) for i, line, col in entry["handlers_at"]
+        }
+        return Document(name, entry["data"], warnings, positions)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -75,6 +78,11 @@ def store(raw: bytes, name: str, require_handlers: bool, document: Document) -> 
         "identity": _identity(raw, name, require_handlers),
         "data": document.data,
         "warnings": [w.to_json() for w in document.warnings],
+        # Where each handler is declared: build errors point there (see HandlerBuildError).
+        "handlers_at": [
+            [i, *document.where(("handlers", i))]
+            for i in range(len(document.data.get("handlers") or []))
+        ],
     }
     try:
         directory.mkdir(parents=True, exist_ok=True)

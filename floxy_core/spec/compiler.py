@@ -32,7 +32,9 @@ def compile_document(document: Document) -> WorkflowFile:
     data = document.data
     base_dir = os.path.dirname(os.path.abspath(document.path)) if document.path else "."
     handlers = {
-        h["name"]: _handler_spec(h, base_dir) for h in data.get("handlers") or [] if "name" in h
+        h["name"]: _handler_spec(h, base_dir, document.where(("handlers", index)))
+        for index, h in enumerate(data.get("handlers") or [])
+        if "name" in h
     }
     flows: list[WorkflowDefinition] = []
     errors: list[SpecError] = []
@@ -64,7 +66,7 @@ def _tls(raw: Mapping[str, Any] | None) -> TLSConfig | None:
     )
 
 
-def _handler_spec(raw: Mapping[str, Any], base_dir: str) -> HandlerSpec:
+def _handler_spec(raw: Mapping[str, Any], base_dir: str, where: tuple[int, int]) -> HandlerSpec:
     exec_ = raw.get("exec")
     kind = raw.get("type")
     if kind is None:
@@ -80,6 +82,7 @@ def _handler_spec(raw: Mapping[str, Any], base_dir: str) -> HandlerSpec:
         tls=_tls(raw.get("tls")),
         config=MappingProxyType(config),
         base_dir=base_dir,
+        where=where,
     )
 
 

@@ -265,11 +265,14 @@ def test_import_problems_are_build_errors(site: Path, tmp_path: Path) -> None:
         "RuntimeError: broken at import",
     ]
     assert validate.returncode == 2
-    for message in expected:
-        assert f"{wf}:1:1: handlers: {message}" in validate.stderr.splitlines()
     assert run.returncode == 2
+    lines = text.splitlines()
     for message in expected:
-        assert message in run.stderr
+        name = message.split("'")[1]
+        line = lines.index(f"  - name: {name}") + 1  # the error points at the declaration
+        assert f"{wf}:{line}:5: handlers: {message}" in validate.stderr.splitlines()
+        assert f"{wf}:{line}:5: handlers: {message}" in run.stderr.splitlines()
+    assert run.stderr.splitlines()[-1] == f"floxyctl: error: {wf}: 6 errors; nothing was run"
     assert "Traceback" not in run.stderr + validate.stderr
     assert _calls(tmp_path) == []
 

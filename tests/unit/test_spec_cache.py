@@ -87,3 +87,13 @@ def test_an_entry_of_another_file_is_not_used(tmp_path: Path, cache_dir: Path) -
     (other,) = set(cache_dir.glob("*.json")) - {entry}
     other.write_bytes(entry.read_bytes())  # as if the two paths shared an entry name
     assert load_workflow_file(second).flows[0].id == "second-v1"
+
+
+def test_a_hit_keeps_where_each_handler_is_declared(tmp_path: Path, cache_dir: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(FLOW.replace("handlers:\n", "handlers:\n  - {name: z, exec: x}\n"))
+    first = load_workflow_file(path)
+    assert (first.handlers["z"].where, first.handlers["a"].where) == ((3, 5), (4, 5))
+    second = load_workflow_file(path)
+    assert len(list(cache_dir.glob("*.json"))) == 1
+    assert [h.where for h in second.handlers.values()] == [(3, 5), (4, 5)]
