@@ -111,13 +111,16 @@ class StepDefinition:
 
     @classmethod
     def from_json(cls, data: Mapping[str, JSON]) -> StepDefinition:
+        compensation = bool(data.get("compensation", False))
         return cls(
             name=data["name"],
             type=StepType(data["type"]),
             handler=data.get("handler") or None,
             max_retries=int(data.get("max_retries", 0)),
             next=tuple(data.get("next") or ()),
-            prev=data.get("prev") or ROOT,
+            # Compensations hang off no step: their empty prev must survive a round trip, or the
+            # definition read back from the store hashes differently from the one registered.
+            prev=data.get("prev") or ("" if compensation else ROOT),
             else_step=data.get("else") or None,
             on_failure=data.get("on_failure") or None,
             condition=data.get("condition") or None,
@@ -133,7 +136,7 @@ class StepDefinition:
             retry_jitter=bool(data.get("retry_jitter", False)),
             timeout_ms=data.get("timeout"),
             priority=int(data.get("priority", DEFAULT_PRIORITY)),
-            compensation=bool(data.get("compensation", False)),
+            compensation=compensation,
         )
 
 

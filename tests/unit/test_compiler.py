@@ -9,6 +9,7 @@ they give the same graph, and returns it; the test then asserts the links (`next
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from textwrap import dedent
 from typing import Any
 
@@ -986,3 +987,17 @@ def test_builder_rejects(build: Callable[[], Builder], fragment: str) -> None:
     with pytest.raises(DefinitionError) as info:
         build().build()
     assert fragment in str(info.value)
+
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "yaml").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_a_definition_survives_the_store_round_trip(path: Path) -> None:
+    """The store keeps definitions as JSON; what it reads back must be the same definition."""
+    from floxy_core.spec import load_workflow_file
+
+    for flow in load_workflow_file(path, require_handlers=False).flows:
+        back = WorkflowDefinition.from_json(flow.name, flow.version, flow.to_json())
+        assert back == flow
+        assert back.content_hash == flow.content_hash
