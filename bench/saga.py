@@ -313,9 +313,9 @@ def pgbench_rate(cluster: Any, clients: int, seconds: int = 10) -> float:
 
 
 def cluster_bindir() -> str:
-    from tests.pgcluster import _bindir
+    from tests.pgcluster import server_bindir
 
-    return str(_bindir())
+    return str(server_bindir())
 
 
 # -- workloads ------------------------------------------------------------------------------------

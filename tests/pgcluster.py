@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,16 +17,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import free_port
+
 TEMPLATE = "floxy_template"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _bindir() -> Path:
+def server_bindir() -> Path:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
     if candidates:
         return Path(candidates[0]).parent
@@ -91,7 +86,7 @@ def start_cluster() -> Cluster:
         )
         _prepare_template(cluster)
         return cluster
-    bindir = _bindir()
+    bindir = server_bindir()
     root = tempfile.mkdtemp(prefix="floxy-pg-")
     os.chmod(root, 0o777)
     datadir = os.path.join(root, "data")
@@ -115,7 +110,7 @@ def start_cluster() -> Cluster:
         check=True,
         capture_output=True,
     )
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         _as_postgres(
             [

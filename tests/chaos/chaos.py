@@ -36,14 +36,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import itertools
 import json
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +52,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from tests.pgcluster import server_bindir
+from tests.support import free_port
 
 TERMINAL = ("completed", "failed", "cancelled", "aborted")
 PAUSED = ("dlq",)
@@ -272,25 +273,6 @@ def expected_outcome(plan: dict[str, Any]) -> Expected:
 # PostgreSQL that can be stopped and started again
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _bindir() -> Path:
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
-    if candidates:
-        return Path(candidates[0]).parent
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent
-    raise RuntimeError(
-        "PostgreSQL server binaries (initdb) not found: install postgresql-15 and "
-        "postgresql-15-partman (bash scripts/test.sh does this as root)"
-    )
-
-
 def _as_postgres(cmd: list[str]) -> list[str]:
     if os.geteuid() == 0:
         return ["runuser", "-u", "postgres", "--", *cmd]
@@ -301,13 +283,13 @@ class PgServer:
     """A private PostgreSQL cluster (trust auth, no fsync) on a fixed port, restartable."""
 
     def __init__(self) -> None:
-        self.bindir = _bindir()
+        self.bindir = server_bindir()
         self.root = tempfile.mkdtemp(prefix="floxy-chaos-pg-")
         os.chmod(self.root, 0o777)
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
         self.datadir = os.path.join(self.root, "data")
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.admin_dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
         subprocess.run(

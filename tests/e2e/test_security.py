@@ -38,17 +38,12 @@ import pytest
 
 from floxy_core.storage.postgres import store as postgres_store
 from tests.pgcluster import Cluster
+from tests.support import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOXYCTL = str(Path(sys.executable).with_name("floxyctl"))
 SECRET = "S3cret-Pa55"
 PARALLEL = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 CLOSED_PORT = free_port()
@@ -111,17 +106,6 @@ def in_parallel(calls: Mapping[str, Callable[[], Result]]) -> dict[str, Result]:
     with ThreadPoolExecutor(PARALLEL) as pool:
         futures = {key: pool.submit(call) for key, call in calls.items()}
         return {key: future.result() for key, future in futures.items()}
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def http_request(

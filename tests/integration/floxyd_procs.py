@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_floxyd import base_env, free_port, http, wait_for
+from tests.integration.test_floxyd import base_env, http
+from tests.support import free_port, wait_for
 
 WORK_SH = r"""#!/usr/bin/env bash
 # Ledger handler of test_floxyd_done.py (see floxyd_procs.py).

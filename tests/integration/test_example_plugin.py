@@ -7,7 +7,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = ROOT / "examples" / "plugins" / "floxy-example-plugin"
@@ -187,12 +188,6 @@ def test_the_plugin_schema_and_templates_are_checked_when_building(
 # --- floxyd --------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -207,7 +202,7 @@ def floxyd(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(file: Path, dsn: str, **env: str) -> Path:
-        port = _free_port()
+        port = free_port()
         log = tmp_path / f"floxyd-{len(procs) + 1}.log"
         environment = _env(
             FLOXY_DSN=dsn,

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -31,28 +30,11 @@ from floxy_core.spec import load_workflow_file
 from floxy_core.storage.postgres.store import PostgresStore
 from floxyd.maintenance import LOCK_KEY as MAINTENANCE_LOCK
 from tests.pgcluster import Cluster
+from tests.support import free_port, wait_for
 
 SECRET = "Sup3r-Secret-Pw"
 """Added to every DSN (the test cluster trusts local connections): it must never be printed."""
 TERMINAL = ("completed", "failed", "cancelled", "aborted")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def http(url: str, method: str = "GET") -> tuple[int, str]:

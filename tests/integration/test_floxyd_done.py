@@ -49,8 +49,9 @@ from tests.integration.floxyd_procs import (
     kill_handler_groups,
     spawn_floxyd,
 )
-from tests.integration.test_floxyd import TERMINAL, gone, long_step, pids, wait_for
+from tests.integration.test_floxyd import TERMINAL, gone, long_step, pids
 from tests.pgcluster import Cluster
+from tests.support import wait_for
 
 # --------------------------------------------------------------------------------------------
 # Fixtures
