@@ -52,19 +52,14 @@ ENTRY_POINT_GROUP = "floxy"
 
 def __getattr__(name: str) -> Any:
     """`hookimpl` and `hookspec` import pluggy when a plugin first asks for them: a run with
-    only the built-in handler types never needs pluggy, which costs `floxyctl run` about 5 ms."""
-    if name in ("hookimpl", "hookspec"):
-        return _marker(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    only the built-in handler types never needs pluggy, which costs `floxyctl run` about 5 ms.
+    Once made, a marker is a plain module attribute and this is not called again."""
+    if name not in ("hookimpl", "hookspec"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import pluggy
 
-
-def _marker(name: str) -> Any:
-    marker = globals().get(name)
-    if marker is None:
-        import pluggy
-
-        kind = pluggy.HookimplMarker if name == "hookimpl" else pluggy.HookspecMarker
-        marker = globals()[name] = kind(PROJECT)
+    kind = pluggy.HookimplMarker if name == "hookimpl" else pluggy.HookspecMarker
+    marker = globals()[name] = kind(PROJECT)
     return marker
 
 
@@ -94,8 +89,9 @@ class PluginInfo:
 class Plugins:
     """A pluggy manager plus what floxy needs from it: handler factories and safe hook calls.
 
-    With only the built-in plugin there is no manager: its handler types are read directly and
-    no hook has an implementation (the built-ins add handler types only).
+    Handler types are collected once, when the plugins are registered. The built-in plugin adds
+    handler types only, so it needs no pluggy registration, and with no other plugin there is no
+    manager at all.
     """
 
     def __init__(self) -> None:
@@ -103,40 +99,33 @@ class Plugins:
         self.infos: list[PluginInfo] = []
         self.errors = 0
         self._staged: list[tuple[int, str, object, PluginInfo]] = []
-        self._builtins: list[object] = []
+        self._types: dict[str, HandlerType] = {}
 
     def add(self, plugin: object, name: str, *, version: str = "", builtin: bool = False) -> None:
         priority = int(getattr(plugin, "floxy_priority", 50))
         self._staged.append((priority, name, plugin, PluginInfo(name, version, builtin=builtin)))
 
     def finish(self) -> Plugins:
-        """Register staged plugins lowest priority first: pluggy calls the last one first."""
+        """Register staged plugins lowest priority first: pluggy calls the last one first, and
+        a later plugin's handler type replaces an earlier one of the same name."""
         staged = sorted(self._staged, key=lambda s: s[0])
         self._staged.clear()
-        if any(not info.builtin for *_, info in staged):
-            self.manager = _new_manager()
         for _, name, plugin, info in staged:
-            if self.manager is None:
-                self._builtins.append(plugin)
-            else:
-                self.manager.register(_marked(plugin) if info.builtin else plugin, name=name)
+            if not info.builtin:
+                if self.manager is None:
+                    self.manager = _new_manager()
+                self.manager.register(plugin, name=name)
             self.infos.append(info)
             impl = getattr(plugin, "floxy_handler_types", None)
             if callable(impl):
-                info.handler_types = [t.name for t in impl()]
+                batch = impl()
+                info.handler_types = [t.name for t in batch]
+                self._types.update((t.name, t) for t in batch)
         return self
 
     def handler_types(self) -> dict[str, HandlerType]:
-        """Handler types by name; a later (higher-priority) plugin wins a name clash."""
-        if self.manager is None:
-            batches = [plugin.floxy_handler_types() for plugin in self._builtins]  # type: ignore[attr-defined]
-        else:
-            batches = list(reversed(self.manager.hook.floxy_handler_types()))
-        types: dict[str, HandlerType] = {}
-        for batch in batches:
-            for handler_type in batch:
-                types[handler_type.name] = handler_type
-        return types
+        """Handler types by name; a higher-priority plugin wins a name clash."""
+        return dict(self._types)
 
     def call(self, hook: str, **kwargs: Any) -> None:
         """Call every implementation of `floxy_<hook>`; log and count errors, never raise."""
@@ -176,17 +165,6 @@ def _new_manager() -> pluggy.PluginManager:
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(HookSpecs)
     return manager
-
-
-def _marked(plugin: object) -> object:
-    """A built-in plugin with its `floxy_*` functions marked as hook implementations: built-ins
-    do not import pluggy to mark them (see `__getattr__`), so it is done when a manager needs it."""
-    mark = _marker("hookimpl")
-    for name in dir(plugin):
-        function = getattr(plugin, name)
-        if name.startswith("floxy_") and callable(function):
-            mark(function)
-    return plugin
 
 
 def _wanted(env: str | None) -> set[str] | None:

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from floxyctl import exits
@@ -20,6 +20,19 @@ def fail(message: str, code: int = exits.USAGE) -> NoReturn:
 
 def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def print_warnings(warnings: Iterable[object]) -> None:
+    """Problems that do not stop a file from loading, one line each on stderr."""
+    for warning in warnings:
+        print(f"floxyctl: warning: {warning}", file=sys.stderr)
+
+
+def refuse(file: object, errors: Sequence[object], nothing_was: str) -> NoReturn:
+    """Every error of `file` on its own line, then one summary, and exit 2."""
+    for error in errors:
+        print(str(error), file=sys.stderr)
+    fail(f"{file}: {plural(len(errors), 'error')}; nothing was {nothing_was}")
 
 
 class _Plugins:

@@ -22,7 +22,7 @@ import typer
 
 from floxyctl import exits
 from floxyctl.app import FileOpt, InputOpt, OutputOpt
-from floxyctl.common import fail, plugins
+from floxyctl.common import fail, plugins, print_warnings, refuse
 from floxyctl.db import DB_EPILOG, DbSettings, connect, guard, open_store, with_db
 from floxyctl.options import OutputFormat
 
@@ -205,14 +205,10 @@ def register_cmd(file: FileOpt, output: OutputOpt = OutputFormat.text, *, db: Db
 
     try:
         document = load_file(file, require_handlers=False)
-        for warning in document.warnings:
-            print(f"floxyctl: warning: {warning}", file=sys.stderr)
+        print_warnings(document.warnings)
         loaded = compile_document(document)
     except ValidationError as exc:
-        for error in exc.errors:
-            print(str(error), file=sys.stderr)
-        count = len(exc.errors)
-        fail(f"{file}: {count} error{'s' if count != 1 else ''}; nothing was registered")
+        refuse(file, exc.errors, "registered")
     except FloxyError as exc:
         fail(str(exc))
     results: list[dict[str, Any]] = []

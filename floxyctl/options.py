@@ -24,58 +24,62 @@ class OutputFormat(StrEnum):
 
 
 class Option(NamedTuple):
-    """One option: its flags, help and how the fast path reads its value."""
+    """One option: its flags, help, default and how the fast path reads its value."""
 
     flags: tuple[str, ...]
     help: str
+    default: Any = None
     kind: str = "str"  # str | path | int | flag | list | output
     envvar: str | None = None
     metavar: str | None = None
 
 
 OPTIONS: dict[str, Option] = {
-    "file": Option(("-f", "--file"), "Workflow YAML file.", "path"),
+    "file": Option(("-f", "--file"), "Workflow YAML file.", kind="path"),
     "input_file": Option(
         ("-i", "--input"),
         "JSON input file. Default: stdin when it is not a terminal, else {}.",
-        "path",
+        kind="path",
     ),
     "flow": Option(("--flow",), "Flow to run (name or name-vN); required if the file has several."),
     "workers": Option(
-        ("-w", "--workers"), f"Worker threads, 1 to {MAX_WORKERS}.", "int", "FLOXY_WORKERS"
+        ("-w", "--workers"),
+        f"Worker threads, 1 to {MAX_WORKERS}.",
+        3,
+        kind="int",
+        envvar="FLOXY_WORKERS",
     ),
     "worker_interval": Option(
         ("--worker-interval",),
         "How often idle workers poll (e.g. 100ms).",
+        "100ms",
         envvar="FLOXY_WORKER_INTERVAL",
     ),
-    "completion_timeout": Option(("--completion-timeout",), "Give up after this long (exit 3)."),
-    "status_check_interval": Option(
-        ("--status-check-interval",), "Longest wait between status checks."
+    "completion_timeout": Option(
+        ("--completion-timeout",), "Give up after this long (exit 3).", "10m"
     ),
-    "debug": Option(("-D", "--debug"), "Log handler input, output and stderr to stderr.", "flag"),
+    "status_check_interval": Option(
+        ("--status-check-interval",), "Longest wait between status checks.", "500ms"
+    ),
+    "debug": Option(
+        ("-D", "--debug"), "Log handler input, output and stderr to stderr.", False, kind="flag"
+    ),
     "decide": Option(
         ("--decide",),
         "Answer a human step in advance (repeatable).",
-        "list",
+        kind="list",
         metavar="STEP=confirm|reject",
     ),
     "output": Option(
-        ("--output",), "text for people; json for programs (one document on stdout).", "output"
+        ("--output",),
+        "text for people; json for programs (one document on stdout).",
+        OutputFormat.text,
+        kind="output",
     ),
 }
 
-RUN_DEFAULTS: dict[str, Any] = {
-    "input_file": None,
-    "flow": None,
-    "workers": 3,
-    "worker_interval": "100ms",
-    "completion_timeout": "10m",
-    "status_check_interval": "500ms",
-    "debug": False,
-    "decide": None,
-    "output": OutputFormat.text,
-}
+RUN_DEFAULTS: dict[str, Any] = {name: o.default for name, o in OPTIONS.items() if name != "file"}
+"""What `run` gets for an option not given (`file` is required)."""
 
 NO_PLUGINS_ENV = "FLOXY_NO_PLUGINS"
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})

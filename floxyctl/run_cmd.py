@@ -14,7 +14,7 @@ from types import FrameType
 from typing import Any
 
 from floxyctl import exits
-from floxyctl.common import fail, plugins, plural
+from floxyctl.common import fail, plugins, print_warnings, refuse
 from floxyctl.options import MAX_WORKERS, OutputFormat
 
 
@@ -95,13 +95,10 @@ def _load(file: Path, flow: str | None) -> tuple[Any, Any]:
 
     try:
         loaded = load_workflow_file(file)
-        for warning in loaded.warnings:
-            print(f"floxyctl: warning: {warning}", file=sys.stderr)
+        print_warnings(loaded.warnings)
         return loaded.flow(flow), loaded
     except ValidationError as exc:
-        for error in exc.errors:
-            print(str(error), file=sys.stderr)
-        fail(f"{file}: {plural(len(exc.errors), 'error')}; nothing was run")
+        refuse(file, exc.errors, "run")
     except InputError as exc:
         fail(str(exc))
 
@@ -194,10 +191,7 @@ class _Session:
                 only={s.handler for s in self.workflow.steps.values() if s.handler},
             )
         except HandlerBuildError as exc:
-            errors = exc.errors(self.file.path)
-            for error in errors:
-                print(str(error), file=sys.stderr)
-            fail(f"{self.file.path}: {plural(len(errors), 'error')}; nothing was run")
+            refuse(self.file.path, exc.errors(self.file.path), "run")
         store = MemoryStore()
         runtime = Runtime(
             store,

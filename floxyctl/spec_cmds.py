@@ -15,7 +15,7 @@ import typer
 
 from floxyctl import exits
 from floxyctl.app import FileOpt, OutputOpt
-from floxyctl.common import fail, plugins, plural
+from floxyctl.common import fail, plugins, plural, print_warnings
 from floxyctl.options import OutputFormat
 
 if TYPE_CHECKING:
@@ -93,12 +93,6 @@ def _load(path: Path, *, build: bool = False) -> tuple[WorkflowFile | None, list
     return loaded, []
 
 
-def print_warnings(loaded: WorkflowFile) -> None:
-    """Problems that do not stop a file from loading, one line each on stderr."""
-    for warning in loaded.warnings:
-        print(f"floxyctl: warning: {warning}", file=sys.stderr)
-
-
 def _print_errors(errors: list[SpecError], files_with_errors: int) -> None:
     for error in errors:
         print(str(error), file=sys.stderr)
@@ -150,7 +144,7 @@ def validate(
         all_errors: list[SpecError] = []
         for path, loaded, errors in results:
             if loaded is not None:
-                print_warnings(loaded)
+                print_warnings(loaded.warnings)
                 ids = ", ".join(flow.id for flow in loaded.flows)
                 print(f"{path}: ok ({plural(len(loaded.flows), 'flow')}: {ids})")
             all_errors.extend(errors)
@@ -179,7 +173,7 @@ def graph(
     if loaded is None:
         _print_errors(errors, 1)
         raise typer.Exit(exits.USAGE)
-    print_warnings(loaded)
+    print_warnings(loaded.warnings)
     try:
         definition = loaded.flow(flow)
     except InputError as exc:

@@ -96,14 +96,12 @@ class PythonHandler:
 
     def __call__(self, ctx: StepContext, data: JSON) -> JSON:
         if ctx.interrupt.is_set():
-            raise HandlerError("python handler not called: instance cancelled", retryable=False)
+            raise _fail("python handler not called: instance cancelled")
         result = self.function(ctx, _copy(data))
         try:
             return _copy(result)
         except (TypeError, ValueError) as exc:
-            raise HandlerError(
-                f"{self.target} returned a value that is not JSON: {exc}", retryable=False
-            ) from exc
+            raise _fail(f"{self.target} returned a value that is not JSON: {exc}") from exc
 
 
 def _copy(value: Any) -> JSON:

@@ -25,8 +25,6 @@ from floxy_core.model import (
 )
 from floxy_core.spec.document import RETRY_STRATEGIES, Document, expression_key
 
-_BUILTIN_TYPES = ("bash", "http")
-
 
 def compile_document(document: Document) -> WorkflowFile:
     data = document.data

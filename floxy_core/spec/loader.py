@@ -41,9 +41,7 @@ if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError as SchemaError
 
 __all__ = [
-    "RETRY_STRATEGIES",
     "Document",
-    "expression_key",
     "format_path",
     "load_document",
     "load_file",
