@@ -108,12 +108,12 @@ class Runtime:
         instance_id, hooks = self.store.create_instance(
             workflow_id, data, self.clock.now(), self.engine.start
         )
-        self._fire(instance_id, hooks)
+        self._fire(hooks)
         return instance_id
 
     def transact(self, instance_id: int, decide: Callable[[Transition], Any]) -> Any:
         result, hooks = self.store.transact(instance_id, self.clock.now(), decide)
-        self._fire(instance_id, hooks)
+        self._fire(hooks)
         self._interrupt_stale()
         return result
 
@@ -164,19 +164,19 @@ class Runtime:
     def _claim_and_run(self, worker: str) -> bool:
         names = set(self.handlers) if self.distributed else None
 
-        def decide(tx: Transition, item: QueueItem) -> tuple[_Claimed, int]:
+        def decide(tx: Transition, item: QueueItem) -> _Claimed:
             work = self.engine.claim(tx, item, worker, names)
             if work is None:  # e.g. a step that needed no handler ran here: go on from there
-                return self.engine.chain(tx, worker, self.handlers.keys()), tx.instance.id
-            return (work, item), tx.instance.id
+                return self.engine.chain(tx, worker, self.handlers.keys())
+            return work, item
 
         claimed, result, hooks = self.store.claim(
             self.clock.now(), self.engine.config.aging_rate, decide
         )
-        if not claimed or result is None:
+        if not claimed:
             return False
-        work = _committed(result[0])
-        self._fire(result[1], hooks)
+        work = _committed(result)
+        self._fire(hooks)
         while work is not None:
             work = self._execute(work)
         return True
@@ -389,7 +389,7 @@ class Runtime:
 
     # -- hooks ------------------------------------------------------------------------------
 
-    def _fire(self, instance_id: int, hooks: list[HookCall]) -> None:
+    def _fire(self, hooks: list[HookCall]) -> None:
         if self.hooks:
             for call in hooks:
                 assert call.instance is not None

@@ -184,8 +184,8 @@ class Engine:
         there as usual.
         """
         for _ in range(64):  # bounded: each round consumes one queued item
-            # what this transaction queued first, then the instance's other waiting items
-            queued = [*tx.new_queue, *(i for i in tx.state.queue if i not in tx.new_queue)]
+            # what this transaction queued first (no id before the commit), then the rest
+            queued = [*tx.new_queue, *(i for i in tx.state.queue if i.id)]
             ready = [i for i in queued if i.scheduled_at <= tx.now and i.attempted_by is None]
             for item in ready:
                 row = tx.state.steps.get(item.step_name)

@@ -55,9 +55,9 @@ def _ts(value: float | None) -> datetime | None:
 
 def _epoch(value: Any) -> float | None:
     """Seconds since the epoch from a row's datetime or a state document's number."""
-    if value is None or isinstance(value, int | float):
-        return None if value is None else float(value)
-    return float(value.timestamp())
+    if value is None:
+        return None
+    return value.timestamp() if isinstance(value, datetime) else float(value)
 
 
 def _micro(now: float) -> float:
@@ -132,14 +132,6 @@ class _Unit:
         self.cur.execute(sql.rstrip(";") + "; COMMIT", params)
         row = self.cur.fetchone()
         return None if row is None else row[0]
-
-    def rollback(self) -> None:
-        """End a transaction that did not commit (an error, or `decide` raised)."""
-        from psycopg.pq import TransactionStatus
-
-        if not self.conn.closed and self.conn.info.transaction_status != TransactionStatus.IDLE:
-            with contextlib.suppress(Exception):
-                self.conn.execute("ROLLBACK")
 
 
 @dataclass
@@ -260,12 +252,10 @@ class PostgresStore:
 
     @contextlib.contextmanager
     def _unit(self) -> Iterator[_Unit]:
+        """A transaction that does not commit (an error, or `decide` raised) is rolled back by
+        the pool's connection context."""
         with self._conn() as conn:
-            unit = _Unit(conn)
-            try:
-                yield unit
-            finally:
-                unit.rollback()  # only if the transaction did not commit
+            yield _Unit(conn)
 
     def create_instance(
         self, workflow_id: str, data: JSON, now: float, decide: Callable[[Transition], None]
