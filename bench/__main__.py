@@ -17,7 +17,8 @@ Workloads (no-op Python handlers, so the engine's own cost shows):
   memory    floxyd RSS with 4 workers and 10,000 active instances (waiting on a human step)
 
 Timing starts with warm workers and a backlog already queued, and ends when the last instance is
-terminal. Each figure is the median of 3 runs with min-max. See docs/performance.md.
+terminal. Throughputs and W3 are the median of 3 runs with min-max; latency pools its samples,
+memory is one run. See docs/performance.md.
 """
 
 from __future__ import annotations

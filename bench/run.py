@@ -660,7 +660,6 @@ def bench_postgres_throughput(quick: bool) -> Results:
             # Throughput: a backlog of `instances` created first, then drained by the workers.
             log(f"throughput: creating {instances} instances x {steps} steps")
             c0 = time.perf_counter()
-            # A fresh Runtime: one that was stopped cannot be started again (`_draining` stays set).
             runtime = Runtime(store, {"noop": Noop("noop", inc)}, workers=workers)
             ids = [runtime.start_instance(flow.id, {"i": i}) for i in range(instances)]
             create_s = time.perf_counter() - c0
@@ -709,10 +708,6 @@ def bench_postgres_throughput(quick: bool) -> Results:
                 sum(v for k, v in engine.items() if k[0] == "worker") / calls,
                 "trips",
             )
-            load = trips.seconds.get(("worker", "load_state"), 0.0)
-            loads = trips.counts.get(("worker", "load_state"), 0)
-            if loads:
-                r.add("load_state_ms_each", load * 1000 / loads, "ms")
             r.details["round_trips_per_step_by_query"] = trips.per_step(calls)
             with store.pool.connection() as conn:
                 r.details["partitions_per_partitioned_table"] = conn.execute(

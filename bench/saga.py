@@ -18,19 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import (
-    ROOT,
+    TERMINAL,
     THREE_STEPS,
     cpu_seconds,
     floxyctl_path,
     git_commit,
+    isolated_env,
+    linear_flow,
     log,
     percentile,
     postgres_database,
     server_cpu_seconds,
     timed_runs,
 )
+from tests.pgcluster import server_bindir
 
-TERMINAL = ("completed", "failed", "cancelled", "aborted")
 DEFAULT_INSTANCES = {"W1": 1000, "W2": 200, "W4": 500, "history": 1000, "memory": 10_000}
 HISTORY_STEPS = 1_000_000
 
@@ -94,12 +96,6 @@ class Calls:
         return call
 
 
-def saga3(name: str = "saga3") -> Any:
-    from floxy_core.builder import Builder
-
-    return Builder(name).step("s1", "noop").step("s2", "noop").step("s3", "noop").build()
-
-
 def fanout8() -> Any:
     from floxy_core.builder import Builder
 
@@ -151,7 +147,7 @@ def wal_between(dsn: str, cluster: Any, start: str) -> tuple[int, int]:
     end, size = str(row[0]), int(row[1])
     waldir = str(Path(cluster.datadir, "data", "pg_wal"))
     done = subprocess.run(
-        [str(Path(cluster_bindir(), "pg_waldump")), "-p", waldir, "-s", start, "-e", end,
+        [str(Path(server_bindir(), "pg_waldump")), "-p", waldir, "-s", start, "-e", end,
          "--stats=record"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -281,7 +277,7 @@ def pgbench_rate(cluster: Any, clients: int, seconds: int = 10) -> float:
             " SELECT instance_id, created_at, id FROM workflows.workflow_steps"
         )
         conn.execute("VACUUM ANALYZE")
-    pgbench = shutil.which("pgbench") or str(Path(cluster_bindir(), "pgbench"))
+    pgbench = shutil.which("pgbench") or str(Path(server_bindir(), "pgbench"))
     with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
         script.write(PGBENCH_SCRIPT)
         script.flush()
@@ -312,12 +308,6 @@ def pgbench_rate(cluster: Any, clients: int, seconds: int = 10) -> float:
     return float(found.group(1))
 
 
-def cluster_bindir() -> str:
-    from tests.pgcluster import server_bindir
-
-    return str(server_bindir())
-
-
 # -- workloads ------------------------------------------------------------------------------------
 
 
@@ -331,7 +321,7 @@ def w_pgbench(cluster: Any, runs: int) -> dict[str, Any]:
 def w_engine(cluster: Any, name: str, workers: int, instances: int | None, runs: int) -> Any:
     count = instances or DEFAULT_INSTANCES[name]
     flow, expect, engine_steps = {
-        "W1": (saga3(), "completed", 0),
+        "W1": (linear_flow("saga3", 3), "completed", 0),
         "W2": (fanout8(), "completed", 2),  # the fork and join rows are engine steps
         "W4": (compensate3(), "failed", 0),
     }[name]
@@ -383,15 +373,11 @@ def w_history(cluster: Any, workers: int, instances: int | None, runs: int) -> d
             )
             conn.execute("VACUUM ANALYZE")
         log(f"history written in {time.perf_counter() - t0:.0f}s")
-        flow = saga3("saga3_history")
-        samples = [engine_run(cluster, dsn, flow, count, workers, "completed") for _ in range(runs)]
+        flow = linear_flow("saga3_history", 3)
+        figures = repeat(runs, lambda: engine_run(cluster, dsn, flow, count, workers, "completed"))
     finally:
         cluster.drop_database(dsn)
-    return {
-        "history_steps": n * 3,
-        "instances": count,
-        **{k: spread([s[k] for s in samples]) for k in samples[0] if k not in ("seconds", "steps")},
-    }
+    return {"history_steps": n * 3, "instances": count, **figures}
 
 
 def w_latency(cluster: Any, workers: int, runs: int) -> dict[str, Any]:
@@ -406,7 +392,7 @@ def w_latency(cluster: Any, workers: int, runs: int) -> dict[str, Any]:
     between: list[float] = []
     try:
         runtime = Runtime(store, {"noop": calls.handler("noop")}, workers=workers)
-        flow = saga3()
+        flow = linear_flow("saga3", 3)
         runtime.register(flow)
         runtime.start()
         for i in range(10 + 50 * runs):
@@ -441,13 +427,13 @@ def w_latency(cluster: Any, workers: int, runs: int) -> dict[str, Any]:
 
 def w_cli(runs: int) -> dict[str, Any]:
     """W3: `floxyctl run` of three bash steps against Python start-up plus three bash spawns."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOXY_")}
+    isolated_env()  # bytecode written (to a private prefix) as an install has it; a private cache
+    env = {k: v for k, v in os.environ.items() if k == "FLOXY_CACHE_DIR" or k[:6] != "FLOXY_"}
     env.update(NO_COLOR="1", FLOXY_NO_PLUGINS="1")
     anchor_code = (
         "import subprocess\n"
         "for _ in range(3): subprocess.run(['bash', '-c', 'echo {}'], stdout=subprocess.DEVNULL)"
     )
-    _compile_bytecode()
     w3: list[float] = []
     anchor: list[float] = []
     for _ in range(runs):
@@ -463,18 +449,6 @@ def w_cli(runs: int) -> dict[str, Any]:
         "run_ms": spread([t * 1000 for t in w3]),
         "anchor_ms": spread([t * 1000 for t in anchor]),
     }
-
-
-def _compile_bytecode() -> None:
-    """Write floxy's `.pyc` files as `pip install` does: with PYTHONDONTWRITEBYTECODE set (as on
-    our machines) an editable checkout would otherwise compile every module on every run."""
-    import compileall
-
-    import floxy_core
-    import floxyctl
-
-    for package in (floxy_core, floxyctl):
-        compileall.compile_dir(Path(package.__file__).parent, quiet=2)
 
 
 def w_memory(cluster: Any, instances: int | None) -> dict[str, Any]:
@@ -664,7 +638,3 @@ def report(results: dict[str, Any]) -> str:
     width = [max(len(r[i]) for r in rows) for i in range(3)] if rows else [0, 0, 0]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, width, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
-
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))

@@ -480,7 +480,7 @@ flows:
       - {{name: ship, handler: work, on_failure: undo}}
       - {{name: notify, handler: work}}
 """
-LEASE = 1.0
+LEASE = 2.0  # 1 s is too tight on a loaded 2-core machine (see test_floxyd.py)
 
 
 def test_kill_9_mid_step_another_daemon_takes_over_and_no_idempotent_is_compensated(

@@ -949,7 +949,7 @@ def test_yaml_and_builder_give_the_same_graph() -> None:
 
 
 def test_content_hash_ignores_where_handlers_live() -> None:
-    moved = compile_yaml(EVERYTHING.replace("flows:", "flows:", 1))
+    moved = compile_yaml(EVERYTHING)
     other = load_workflow_text(
         HANDLERS.replace('"echo {}"', '"./scripts/x.sh"') + EVERYTHING, "wf.yaml"
     ).flows[0]
