@@ -3,7 +3,6 @@ venv and found through its `floxy` entry point by real floxyctl and floxyd proce
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -28,45 +27,30 @@ INPUT = {"name": "Ada", "order": {"id": "A-1", "total": 12.5}}
 OUTPUT = {**INPUT, "greeting": "HELLO, ADA!", "summary": "order A-1: 12.50 EUR"}
 
 
-def _installed_from_this_checkout() -> bool:
-    """An editable install of PLUGIN_DIR (PEP 610 direct_url.json) with our entry point."""
-    try:
-        dist = importlib.metadata.distribution(DIST)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    direct = json.loads(dist.read_text("direct_url.json") or "{}")
-    entry = [ep for ep in dist.entry_points if ep.group == "floxy" and ep.name == "example"]
-    return (
-        direct.get("url") == PLUGIN_DIR.as_uri()
-        and direct.get("dir_info", {}).get("editable") is True
-        and len(entry) == 1
-    )
-
-
 @pytest.fixture(scope="session")
-def example_plugin() -> None:
-    """`pip install -e` the example into this venv unless it is already (editable, from here).
-
-    Offline when hatchling is in the venv (`--no-build-isolation`); otherwise pip fetches
-    hatchling from the configured index for an isolated build.
-    """
-    if _installed_from_this_checkout():
-        return
-    command = [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "-e", str(PLUGIN_DIR)]
-    if importlib.util.find_spec("hatchling") is not None:
-        command.insert(5, "--no-build-isolation")
+def example_plugin(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a process that finds the example plugin: built and installed into a
+    private directory on PYTHONPATH, never into the venv that runs the tests (every later command
+    there would load it). Offline: hatchling comes from the dev extra (`--no-build-isolation`)."""
+    site = tmp_path_factory.mktemp("example-plugin-site")
+    command = [
+        sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
+        "--target", str(site), str(PLUGIN_DIR),
+    ]  # fmt: skip
+    if importlib.util.find_spec("hatchling") is None:
+        pytest.fail("the example plugin needs hatchling to build: `pip install -e '.[dev]'`")
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    if done.returncode != 0 or not _installed_from_this_checkout():
+    if done.returncode != 0 or not list(site.glob("floxy_example_plugin-*.dist-info")):
         pytest.fail(
-            f"could not install the example plugin ({' '.join(command)}): exit "
-            f"{done.returncode}\n{done.stdout}{done.stderr}\n"
-            "pip needs hatchling: `pip install hatchling` in the venv (then no network is used)"
+            f"could not build the example plugin ({' '.join(command)}): exit "
+            f"{done.returncode}\n{done.stdout}{done.stderr}"
         )
+    return {"PYTHONPATH": str(site)}
 
 
-def _env(**extra: str) -> dict[str, str]:
+def _env(base: dict[str, str], **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOXY_", "PG"))}
-    env.update(NO_COLOR="1", **extra)
+    env.update(NO_COLOR="1", **base, **extra)
     return env
 
 
@@ -97,8 +81,8 @@ HAPPY_EVENTS = [
 # --- floxyctl ------------------------------------------------------------------------------------
 
 
-def test_floxyctl_lists_the_example_plugin(example_plugin: None) -> None:
-    result = _floxyctl("plugins", "--output", "json", env=_env())
+def test_floxyctl_lists_the_example_plugin(example_plugin: dict[str, str]) -> None:
+    result = _floxyctl("plugins", "--output", "json", env=_env(example_plugin))
     assert result.returncode == 0, result.stderr
     rows = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}
     assert rows["example"] == {
@@ -110,12 +94,12 @@ def test_floxyctl_lists_the_example_plugin(example_plugin: None) -> None:
 
 
 def test_floxyctl_runs_the_template_handler_and_writes_the_audit_log(
-    example_plugin: None, tmp_path: Path
+    example_plugin: dict[str, str], tmp_path: Path
 ) -> None:
     audit = tmp_path / "audit.jsonl"
     result = _floxyctl(
         "run", "-f", str(GREET), "--output", "json",
-        env=_env(FLOXY_AUDIT_LOG=str(audit)), stdin=json.dumps(INPUT),
+        env=_env(example_plugin, FLOXY_AUDIT_LOG=str(audit)), stdin=json.dumps(INPUT),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
@@ -126,11 +110,14 @@ def test_floxyctl_runs_the_template_handler_and_writes_the_audit_log(
     assert records[-1]["status"] == "completed"
 
 
-def test_a_failing_step_is_audited_and_not_retried(example_plugin: None, tmp_path: Path) -> None:
+def test_a_failing_step_is_audited_and_not_retried(
+    example_plugin: dict[str, str], tmp_path: Path
+) -> None:
     audit = tmp_path / "audit.jsonl"
     result = _floxyctl(
         "run", "-f", str(GREET), "--output", "json",
-        env=_env(FLOXY_AUDIT_LOG=str(audit)), stdin='{"order": {"id": 1, "total": 2}}',
+        env=_env(example_plugin, FLOXY_AUDIT_LOG=str(audit)),
+        stdin='{"order": {"id": 1, "total": 2}}',
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     doc = json.loads(result.stdout)
@@ -148,12 +135,12 @@ def test_a_failing_step_is_audited_and_not_retried(example_plugin: None, tmp_pat
 
 
 def test_a_hook_that_raises_does_not_break_the_workflow(
-    example_plugin: None, tmp_path: Path
+    example_plugin: dict[str, str], tmp_path: Path
 ) -> None:
     """The audit path is a directory: every hook call raises IsADirectoryError."""
     result = _floxyctl(
         "run", "-f", str(GREET), "--output", "json",
-        env=_env(FLOXY_AUDIT_LOG=str(tmp_path)), stdin=json.dumps(INPUT),
+        env=_env(example_plugin, FLOXY_AUDIT_LOG=str(tmp_path)), stdin=json.dumps(INPUT),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["output"] == OUTPUT
@@ -163,7 +150,7 @@ def test_a_hook_that_raises_does_not_break_the_workflow(
 
 
 def test_the_plugin_schema_and_templates_are_checked_when_building(
-    example_plugin: None, tmp_path: Path
+    example_plugin: dict[str, str], tmp_path: Path
 ) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -174,13 +161,13 @@ def test_the_plugin_schema_and_templates_are_checked_when_building(
         "flows:\n"
         "  - {name: f, steps: [a, b, c]}\n"
     )
-    result = _floxyctl("validate", "-f", str(bad), env=_env())
+    result = _floxyctl("validate", "-f", str(bad), env=_env(example_plugin))
     assert result.returncode == 2
     assert "handler 'a' (template): 'fields' is a required property" in result.stderr
     assert "('feilds' was unexpected)" in result.stderr
     assert "failed to create handler 'b': fields.x: {name.__class__}: use a field" in result.stderr
     assert "failed to create handler 'c': fields.x: " in result.stderr
-    result = _floxyctl("--no-plugins", "run", "-f", str(GREET), env=_env())
+    result = _floxyctl("--no-plugins", "run", "-f", str(GREET), env=_env(example_plugin))
     assert result.returncode == 2
     assert "unknown type 'template'" in result.stderr
 
@@ -197,7 +184,7 @@ def _ready(url: str) -> bool:
 
 
 @pytest.fixture
-def floxyd(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+def floxyd(example_plugin: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Path]]:
     """Start `python -m floxyd FILE` with plugins enabled; returns its log. Killed at teardown."""
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -205,6 +192,7 @@ def floxyd(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         port = free_port()
         log = tmp_path / f"floxyd-{len(procs) + 1}.log"
         environment = _env(
+            example_plugin,
             FLOXY_DSN=dsn,
             FLOXY_TECH_ADDR=f"127.0.0.1:{port}",
             FLOXY_STATS_INTERVAL="0",
@@ -239,22 +227,22 @@ def floxyd(tmp_path: Path) -> Iterator[Callable[..., Path]]:
                 proc.wait(10)
 
 
-def _start_and_wait(dsn: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _start_and_wait(base: dict[str, str], dsn: str, **env: str) -> subprocess.CompletedProcess[str]:
     return _floxyctl(
         "start", "-o", "greet", "--wait", "--status-check-interval", "50ms",
         "--completion-timeout", "30s", "--output", "json",
-        env=_env(FLOXY_DSN=dsn, **env), stdin=json.dumps(INPUT),
+        env=_env(base, FLOXY_DSN=dsn, **env), stdin=json.dumps(INPUT),
     )  # fmt: skip
 
 
 def test_floxyd_loads_the_plugin_and_runs_its_handler(
-    example_plugin: None, pg_dsn: str, floxyd: Callable[..., Path], tmp_path: Path
+    example_plugin: dict[str, str], pg_dsn: str, floxyd: Callable[..., Path], tmp_path: Path
 ) -> None:
     audit = tmp_path / "audit.jsonl"
     log = floxyd(GREET, pg_dsn, FLOXY_AUDIT_LOG=str(audit))
     assert "plugin example 0.1.0 loaded" in log.read_text()
     assert "registered handler greet (template)" in log.read_text()
-    result = _start_and_wait(pg_dsn, FLOXY_AUDIT_LOG=str(audit))
+    result = _start_and_wait(example_plugin, pg_dsn, FLOXY_AUDIT_LOG=str(audit))
     assert result.returncode == 0, result.stderr + log.read_text()
     doc = json.loads(result.stdout)
     assert (doc["status"], doc["output"]) == ("completed", OUTPUT)
@@ -267,10 +255,10 @@ def test_floxyd_loads_the_plugin_and_runs_its_handler(
 
 
 def test_floxyd_survives_a_hook_that_raises(
-    example_plugin: None, pg_dsn: str, floxyd: Callable[..., Path], tmp_path: Path
+    example_plugin: dict[str, str], pg_dsn: str, floxyd: Callable[..., Path], tmp_path: Path
 ) -> None:
     log = floxyd(GREET, pg_dsn, FLOXY_AUDIT_LOG=str(tmp_path))  # a directory: hooks raise
-    result = _start_and_wait(pg_dsn)
+    result = _start_and_wait(example_plugin, pg_dsn)
     assert result.returncode == 0, result.stderr + log.read_text()
     assert json.loads(result.stdout)["output"] == OUTPUT
     text = log.read_text()
