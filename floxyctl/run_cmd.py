@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -217,7 +218,6 @@ class _Session:
             note, code = self._follow(runtime, instance_id, started)
             # The state when floxyctl stopped waiting: stopping the runtime hands unfinished
             # steps back (a step running at a completion timeout would then show as pending).
-            store = runtime.store
             snapshot = (
                 store.get_instance(instance_id),
                 store.get_steps(instance_id),
@@ -327,7 +327,7 @@ class _Session:
                     answer = _ask(
                         row.step_name,
                         row.input,
-                        lambda row=row: self._prompt_moot(runtime, instance_id, row.step_name),
+                        functools.partial(self._prompt_moot, runtime, instance_id, row.step_name),
                     )
                 finally:
                     if live is not None:
