@@ -471,7 +471,7 @@ def _underscores_ok(text: str) -> bool:
 
 
 def _number_value(text: str) -> object:
-    """The value of a Go number literal: int for integers, float for hex floats, else Decimal."""
+    """A Go number literal's value: int, float when a float64 holds its digits, else Decimal."""
     if not _underscores_ok(text):
         return None
     sign = -1 if text.startswith("-") else 1
@@ -491,6 +491,9 @@ def _number_value(text: str) -> object:
         if not body or body in (".",) or not _NUMBER.fullmatch(body):
             return None
         value = Decimal(body)
+        binary = float(body)
+        if math.isfinite(binary) and Decimal(repr(binary)) == value:
+            return sign * binary  # Go's float64, so printf rounds it as Go does; compares exactly
         return -value if sign < 0 else value
     except (ValueError, InvalidOperation, OverflowError):
         return None
@@ -623,14 +626,14 @@ class _Parser:
                 assign = after.kind == "assign"
                 break
             if after.kind != "comma":
+                if decl:
+                    self.fail("range can only initialize variables", variable.pos)
                 break
             self.i += 2
             decl.append(variable.text)
-            if context != "range":
+            if context != "range" or len(decl) > 1:
                 self.fail(f"too many declarations in {context}", after.pos)
-            if len(decl) > 1 or self.peek().kind != "variable":
-                self.fail("range can only initialize variables", after.pos)
-            if self.peek(1).kind not in ("declare", "assign"):
+            if self.peek().kind != "variable":
                 self.fail("range can only initialize variables", self.peek().pos)
         if assign:
             for name in decl:
