@@ -7,9 +7,12 @@ custom functions (floxy-spec.md §4.6). Where floxy knowingly differs (exact num
 
 from __future__ import annotations
 
+import contextlib
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from floxy_core.conditions import MAX_ITERATIONS, MAX_STEPS, evaluate_condition, parse_condition
 from floxy_core.errors import ConditionError
@@ -621,3 +624,82 @@ def test_parsed_tree_is_cached_and_immutable() -> None:
     assert condition is parse_condition("{{ range .l }}{{ . }}{{ end }}")
     with pytest.raises(AttributeError):
         condition._parts = ()  # type: ignore[misc]
+
+
+# --- properties: any template of the language, any JSON data, only our own errors ---------------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-300, 300)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.decimals(allow_nan=False, allow_infinity=False, places=None)
+    | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+OPERANDS = [
+    ".x",
+    ".a",
+    ".a.b",
+    "$",
+    "$v",
+    ".",
+    "1",
+    "-2",
+    "2.5",
+    '"s"',
+    "nil",
+    "true",
+    "0x1F",
+    "'c'",
+]
+CALLS = [
+    "len {0}", "index {0} {1}", "slice {0} {1}", "eq {0} {1}", "gt {0} {1}", "and {0} {1}",
+    "or {0} {1}", "not {0}", "print {0} {1}", "println {0}", "html {0}", "js {0}", "urlquery {0}",
+    'printf "%v|%d|%5.2f|%q|%x|%-4s|%#v|%T" {0} {1} {0} {1} {0} {1} {0} {1}', "contains {0} {1}",
+]  # fmt: skip
+PIPES = st.builds(
+    lambda call, a, b: "(" + call.format(a, b) + ")",
+    st.sampled_from(CALLS),
+    st.sampled_from(OPERANDS),
+    st.sampled_from(OPERANDS),
+) | st.sampled_from(OPERANDS)
+TEMPLATES = st.recursive(
+    st.builds(lambda p: "{{ " + p + " }}", PIPES) | st.sampled_from(["t", " ", "{{/* c */}}"]),
+    lambda inner: (
+        st.builds(
+            lambda kind, p, body, other: (
+                f"{{{{ {kind} {p} }}}}{body}{{{{ else }}}}{other}{{{{ end }}}}"
+                if kind != "range $i, $w :="
+                else f"{{{{ range $i, $w := {p} }}}}{body}{{{{ break }}}}{{{{ end }}}}"
+            ),
+            st.sampled_from(["if", "with", "range", "range $i, $w :="]),
+            PIPES,
+            inner,
+            inner,
+        )
+        | st.builds(lambda a, b: a + b, inner, inner)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(TEMPLATES, JSON_VALUES, JSON_VALUES)
+def test_any_template_fails_only_with_a_condition_error(body: str, x: object, a: object) -> None:
+    with contextlib.suppress(ConditionError):  # `{{ nil }}` does not parse, and data may not fit
+        parse_condition("{{ $v := .x }}" + body).render({"x": x, "a": a})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(alphabet="%#0+- .*[]1239dsvqxXeEfFgGtTcUbOopz", max_size=14),
+    st.lists(JSON_VALUES, max_size=4),
+)
+def test_printf_takes_any_format_and_arguments(fmt: str, args: list[object]) -> None:
+    expr = "{{ printf .f" + "".join(f" (index .a {i})" for i in range(len(args))) + " }}"
+    with contextlib.suppress(ConditionError):  # only a huge width or precision may refuse
+        parse_condition(expr).render({"f": fmt, "a": args})
