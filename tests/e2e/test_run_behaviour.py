@@ -293,6 +293,29 @@ CONDITION_CASES = [
     ('{{ contains .email "@example.com" }}', {"email": "ann@example.com"}, True),
     ('{{ contains .email "@example.com" }}', {"email": "ann@example.org"}, False),
     ('{{ and (contains .tag "vip") (not (eq .blocked true)) }}', {"tag": "vip-gold"}, True),
+    # the whole Go template language (issue 14)
+    ('{{ if eq (slice .sku 0 4) "MUG-" }}true{{ else }}false{{ end }}', {"sku": "MUG-42"}, True),
+    ('{{ if eq (slice .sku 0 4) "MUG-" }}true{{ else }}false{{ end }}', {"sku": "CUP-1"}, False),
+    ("{{ $n := len .items }}{{ gt $n 2 }}", {"items": [1, 2, 3]}, True),
+    (
+        '{{ $vip := false }}{{ range .tags }}{{ if eq . "vip" }}{{ $vip = true }}{{ end }}'
+        "{{ end }}{{ $vip }}",
+        {"tags": ["a", "vip"]},
+        True,
+    ),
+    (
+        '{{ $vip := false }}{{ range .tags }}{{ if eq . "vip" }}{{ $vip = true }}{{ end }}'
+        "{{ end }}{{ $vip }}",
+        {"tags": ["a"]},
+        False,
+    ),
+    (
+        '{{ eq (printf "%05.1f|%d-%s" .price .n .s) "012.5|7-x" }}',
+        {"price": 12.5, "n": 7, "s": "x"},
+        True,
+    ),
+    ("{{ gt .n 0x10 }}", {"n": 17}, True),
+    ('{{ eq (urlquery .q) "a+b%26c" }}', {"q": "a b&c"}, True),
 ]
 
 

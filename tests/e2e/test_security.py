@@ -281,19 +281,9 @@ CONDITIONS = {
     "define": '{{ define "x" }}true{{ end }}{{ template "x" }}',
     "block": '{{ block "x" . }}true{{ end }}',
     "call": "{{ call .f 1 }}",
-    "variable-assign": "{{ $x := 1 }}{{ $x }}",
-    "variable-dollar": "{{ $ }}",
-    "variable-field": "{{ $.a }}",
-    "range": "{{ range .a }}true{{ end }}",
-    "if": "{{ if .a }}true{{ end }}",
-    "with": "{{ with .a }}true{{ end }}",
-    "printf": '{{ printf "%s%n%x" .a }}',
-    "printf-piped": '{{ .a | printf "%v" }}',
-    "print": "{{ print .a }}",
-    "println": "{{ println }}",
-    "html": "{{ html .a }}",
-    "js": "{{ js .a }}",
-    "urlquery": "{{ urlquery .a }}",
+    "variable-undefined": "{{ $x }}",
+    "range-unclosed": "{{ range .a }}true",
+    "printf-wrong-arity": "{{ printf }}",
     "python-import": '{{ __import__("os").system("touch {marker}") }}',
     "python-eval": '{{ eval "1+1" }}',
     "python-exec": '{{ exec "import os" }}',
@@ -359,6 +349,19 @@ def test_condition_evaluation_is_data_only_and_bounded(tmp_path: Path) -> None:
                 ],
             },
             {
+                "name": "loops",  # 1000**3 iterations asked for: must stop at the iteration cap
+                "steps": [
+                    {
+                        "type": "condition",
+                        "name": "c",
+                        "expr": "{{ range .l }}{{ range $.l }}{{ range $.l }}"
+                        "{{ if eq . -1 }}x{{ end }}{{ end }}{{ end }}{{ end }}",
+                        "else": ["h"],
+                    },
+                    {"name": "t", "handler": "h"},
+                ],
+            },
+            {
                 "name": "dunder",  # `.__class__` is a map key, absent here: false, else branch
                 "steps": [
                     {
@@ -410,6 +413,18 @@ def test_condition_evaluation_is_data_only_and_bounded(tmp_path: Path) -> None:
                 stdin=small,
                 cwd=tmp_path,
             ),
+            "loops": lambda: ctl(
+                "run",
+                "-f",
+                str(path),
+                "--flow",
+                "loops",
+                "--output",
+                "json",
+                env=env,
+                stdin=json.dumps({"l": list(range(1000))}).encode(),
+                cwd=tmp_path,
+            ),
             "percent": lambda: ctl(
                 "run",
                 "-f",
@@ -432,6 +447,10 @@ def test_condition_evaluation_is_data_only_and_bounded(tmp_path: Path) -> None:
     assert dunder.code == 0, dunder
     ran = {s["name"]: s["status"] for s in json.loads(dunder.stdout)["steps"]}
     assert ran.get("otherwise") == "completed" and "then" not in ran, ran
+
+    loops = results["loops"]
+    assert loops.code == 1 and loops.elapsed < 5, loops
+    assert "range iterations" in json.loads(loops.stdout)["error"], loops
 
     percent = results["percent"]
     assert percent.code == 1, percent

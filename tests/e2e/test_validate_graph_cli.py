@@ -352,6 +352,32 @@ def test_an_empty_expr_falls_back_to_condition(
     assert first.startswith("c.yaml:4:") and message in first, result.stderr
 
 
+GO_TEMPLATE = """\
+flows:
+  - name: f
+    steps:
+      - type: condition
+        name: mug
+        expr: '{{ if eq (slice .sku 0 4) "MUG-" }}true{{ else }}false{{ end }}'
+      - type: condition
+        name: loop
+        expr: '{{ range $i, $v := .l }}{{ if gt $v 1 }}{{ break }}{{ end }}{{ end }}true'
+"""
+
+
+def test_validate_accepts_go_template_conditions_and_reports_a_misspelled_function(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "go.yaml").write_text(GO_TEMPLATE, encoding="utf-8")
+    result = floxyctl("validate", "-f", "go.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "typo.yaml").write_text(GO_TEMPLATE.replace("slice", "slise"), encoding="utf-8")
+    result = floxyctl("validate", "-f", "typo.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("typo.yaml:6:") and 'function "slise" not defined at 10' in first, first
+
+
 # --------------------------------------------------------------------------------------------
 # graph
 
