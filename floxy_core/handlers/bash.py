@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
 import select
@@ -26,7 +25,8 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from floxy_core.errors import HandlerError, HandlerTimeout
+from floxy_core import values
+from floxy_core.errors import HandlerError, HandlerTimeout, UnstorableValue
 from floxy_core.model import JSON
 from floxy_core.ports import StepContext
 
@@ -111,7 +111,7 @@ def _is_protected(name: str) -> bool:
 
 
 def _compact(value: JSON) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return values.dumps(value)
 
 
 def _field_value(value: JSON) -> str:
@@ -127,11 +127,6 @@ def _format_size(n: int) -> str:
     if n >= _KIB and n % _KIB == 0:
         return f"{n // _KIB} KiB"
     return f"{n} bytes"
-
-
-def _reject_constant(name: str) -> JSON:
-    """NaN and Infinity are not JSON (and a JSONB column refuses them)."""
-    raise ValueError(f"{name} is not valid JSON")
 
 
 class BashHandler:
@@ -339,19 +334,19 @@ class BashHandler:
             if tail:
                 message += f"\nStderr: {tail}"
             raise HandlerError(message, stderr=stderr)
-        try:
-            text = out.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise HandlerError(f"script output is not valid UTF-8: {exc}", stderr=stderr) from exc
+        # Invalid UTF-8 becomes U+FFFD, as in the reference (values.py).
+        text = out.decode("utf-8", errors="replace")
         if not text.strip():
             raise HandlerError("script produced no output", stderr=stderr)
         try:
-            return json.loads(text, parse_constant=_reject_constant)
+            return values.loads(text, lenient=True)
         except ValueError as exc:
             raise HandlerError(
                 f"script output is not valid JSON: {exc}\nOutput: {text[:_OUTPUT_PREVIEW]}",
                 stderr=stderr,
             ) from exc
+        except UnstorableValue as exc:
+            raise HandlerError(f"script output cannot be stored: {exc}", stderr=stderr) from exc
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

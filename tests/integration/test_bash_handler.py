@@ -295,9 +295,8 @@ def test_stderr_tail_in_message_is_limited() -> None:
     assert tail.endswith("eeeEND")
 
 
-def test_non_utf8_output() -> None:
-    message = str(fails("printf '\"\\xff\\xfe\"'"))
-    assert message.startswith("script output is not valid UTF-8: ")
+def test_non_utf8_output_is_replaced_as_in_the_reference() -> None:
+    assert run("printf '\"a\\xff\\xfeb\"'") == "a\ufffd\ufffdb"
 
 
 def test_stdout_over_cap_kills_the_script() -> None:
