@@ -2,6 +2,9 @@
 
 Contract (DECISIONS.md "Bash handler environment", which wins over the reference, spec §15.1):
 
+* The script runs in the working directory of the process that runs it (``floxyctl run``'s
+  caller, floxyd's own), as in the reference, or in the handler's ``workdir:`` (relative to the
+  YAML file's directory).
 * ``exec`` naming an existing file (relative to the YAML file's directory, else to the process cwd
   as the reference did) runs as ``bash <file>``; anything else is an inline script run with
   ``set -e`` — single-line too, fixing the reference quirk. A path-looking ``exec`` that names no
@@ -138,12 +141,16 @@ class BashHandler:
         exec: str,
         *,
         base_dir: str = ".",
+        workdir: str | None = None,
         max_output_bytes: int = 16 * _MIB,
         debug_log: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
         self.exec = exec.strip()
         self.base_dir = os.path.abspath(base_dir)
+        self.workdir = None if workdir is None else os.path.join(self.base_dir, workdir)
+        """Where the script runs: `workdir:` (relative to the YAML file), else the process's own
+        working directory, as in the reference."""
         self.max_output_bytes = max_output_bytes
         self._debug_log = debug_log
         # Resolved once: a PATH search per call would cost a few failed execve calls.
@@ -221,7 +228,7 @@ class BashHandler:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                cwd=self.base_dir,
+                cwd=self.workdir,
                 env=env,
                 start_new_session=True,
             )
@@ -234,6 +241,11 @@ class BashHandler:
                 raise HandlerError(
                     "cannot start script: the step input is too large to pass in the environment "
                     f"({exc.strerror})",
+                    retryable=False,
+                ) from exc
+            if self.workdir is not None and not os.path.isdir(self.workdir):
+                raise HandlerError(
+                    f"cannot start script: workdir {self.workdir} is not a directory",
                     retryable=False,
                 ) from exc
             raise HandlerError(f"cannot start script: {exc}") from exc
