@@ -57,6 +57,7 @@ _SUSPICIOUS_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MARKED = re.compile(r'"\\u0000#([-+.0-9eE]+)\\u0000"')
 _MARK = "\x00#"
+_SPACED = (", ", ": ")
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,9 +270,12 @@ def _path(path: list[str | int]) -> str:
 # Writing
 
 
-def dumps(value: JSON, *, indent: int | None = None, ensure_ascii: bool = False) -> str:
-    """JSON text for a value `loads` or `storable` produced: compact unless `indent` is given,
-    `Decimal` written as a number, never NaN or Infinity (ValueError instead)."""
+def dumps(
+    value: JSON, *, indent: int | None = None, spaced: bool = False, ensure_ascii: bool = False
+) -> str:
+    """JSON text for a value `loads` or `storable` produced: compact unless `indent` is given
+    (or `spaced`: one line with Python's default `, ` and `: `), `Decimal` written as a number,
+    never NaN or Infinity (ValueError instead)."""
     marked = False
 
     def default(obj: object) -> object:
@@ -290,7 +294,7 @@ def dumps(value: JSON, *, indent: int | None = None, ensure_ascii: bool = False)
         allow_nan=False,
         ensure_ascii=ensure_ascii,
         indent=indent,
-        separators=(",", ":") if indent is None else (",", ": "),
+        separators=(",", ": ") if indent is not None else _SPACED if spaced else (",", ":"),
         default=default,
     )
     if marked:  # NUL is refused in stored strings, so the mark cannot come from the data

@@ -393,7 +393,7 @@ def _ask(step: str, data: Any, moot: Callable[[], bool]) -> str | None:
     longer wanted (checked every 0.1 s, so Ctrl-C is not stuck behind a blocking read)."""
     from floxy_core import values
 
-    preview = values.dumps(data)
+    preview = values.dumps(data, spaced=True)
     if len(preview) > 400:
         preview = preview[:399] + "…"
     print(f"\nStep {step!r} waits for a human decision. Input: {preview}", file=sys.stderr)
