@@ -20,6 +20,7 @@ parse (or one C serialisation for `storable`) and a few substring scans.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -52,10 +53,6 @@ _INT_DIGITS: Final = 4_000
 _INT_BITS: Final = 13_000
 """An `int` with more bits than this (about 3,900 digits) is written through `Decimal`."""
 
-_SUSPICIOUS_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
-"""`\\u0000` or a surrogate escape: only then may the parsed value hold a NUL or lone surrogate."""
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_MARKED = re.compile(r'"\\u0000#([-+.0-9eE]+)\\u0000"')
 _MARK = "\x00#"
 _SPACED = (", ", ": ")
 
@@ -116,12 +113,24 @@ def _no_constant(name: str) -> JSON:
 
 
 def _suspicious(text: str) -> bool:
-    """Whether the parsed value may hold something to refuse or replace (cheap, C-speed scans)."""
-    if _SUSPICIOUS_ESCAPE.search(text) is not None:
+    """Whether the parsed value may hold something to refuse or replace (cheap, C-speed scans):
+    a `\\u0000` or `\\uD...` escape (a surrogate, or harmless U+D000-U+D7FF), a raw surrogate, or
+    more brackets than `MAX_DEPTH`."""
+    if "\\u0000" in text or "\\ud" in text or "\\uD" in text:
         return True
-    if not text.isascii() and _SURROGATE.search(text) is not None:
+    if not text.isascii() and _has_surrogate(text):
         return True
     return text.count("[") + text.count("{") > MAX_DEPTH
+
+
+@functools.cache
+def _pattern(source: str) -> re.Pattern[str]:
+    """Compiled on first use: `floxyctl run` imports this module and rarely needs a pattern."""
+    return re.compile(source)
+
+
+def _has_surrogate(text: str) -> bool:
+    return _pattern("[\ud800-\udfff]").search(text) is not None
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,7 +225,7 @@ def _string(value: str, path: list[str | int], lenient: bool, what: str) -> str:
             _path(path),
             f"{what} contains a NUL character (\\u0000), which PostgreSQL cannot store",
         )
-    if value.isascii() or _SURROGATE.search(value) is None:
+    if value.isascii() or not _has_surrogate(value):
         return value
     if not lenient:
         raise UnstorableValue(_path(path), f"{what} contains a lone surrogate (not valid Unicode)")
@@ -298,7 +307,7 @@ def dumps(
         default=default,
     )
     if marked:  # NUL is refused in stored strings, so the mark cannot come from the data
-        out = _MARKED.sub(r"\1", out)
+        out = _pattern(r'"\\u0000#([-+.0-9eE]+)\\u0000"').sub(r"\1", out)
     return out
 
 
@@ -306,6 +315,6 @@ def text(message: str) -> str:
     """Diagnostic text (an error, stderr) the stores can keep: NUL and lone surrogates → U+FFFD."""
     if "\x00" in message:
         message = message.replace("\x00", "\ufffd")
-    if message.isascii() or _SURROGATE.search(message) is None:
+    if message.isascii() or not _has_surrogate(message):
         return message
     return _replace_surrogates(message)
