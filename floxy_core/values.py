@@ -95,12 +95,14 @@ def loads(data: str | bytes, *, lenient: bool = False) -> JSON:
         return written
 
     try:
-        value = json.loads(
-            text,
-            parse_int=parse_int,
-            parse_float=parse_float,
-            parse_constant=_no_constant,
-        )
+        try:  # integers at C speed; only a 4,300-digit one needs the hook
+            value = json.loads(text, parse_float=parse_float, parse_constant=_no_constant)
+        except ValueError as exc:
+            if "integer string conversion" not in str(exc):
+                raise
+            value = json.loads(
+                text, parse_int=parse_int, parse_float=parse_float, parse_constant=_no_constant
+            )
     except RecursionError:
         raise UnstorableValue("$", f"nested deeper than {MAX_DEPTH} levels") from None
     if exact or _suspicious(text):
