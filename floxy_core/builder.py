@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from floxy_core.durations import MAX_DURATION_MS, MAX_RETRIES
 from floxy_core.errors import DefinitionError
 from floxy_core.model import (
     DEFAULT_MAX_RETRIES,
@@ -239,8 +240,8 @@ class Builder:
     def build(self) -> WorkflowDefinition:
         if not self.name:
             self._errors.append("workflow name is required")
-        if self.version < 1:
-            self._errors.append(f"workflow version must be >= 1, got {self.version}")
+        if not 1 <= self.version <= 2**31 - 1:
+            self._errors.append(f"workflow version must be 1..2147483647, got {self.version}")
         if self._start is None:
             self._errors.append(f"workflow {self.name!r}: at least one step is required")
         if self._errors:
@@ -393,10 +394,27 @@ def validate_definition(definition: WorkflowDefinition) -> None:
         )
         if step.type is StepType.TASK and not step.handler:
             errors.append(f"task step {step.name!r} must have a handler")
+        errors.extend(_limit_errors(step))
     if not errors:
         _check_cycles(definition, errors)
     if errors:
         raise DefinitionError(f"workflow {definition.id}: " + "; ".join(errors))
+
+
+def _limit_errors(step: StepDefinition) -> list[str]:
+    """Values past the documented caps (the YAML loader reports them at their line first)."""
+    errors = []
+    if not 0 <= step.max_retries <= MAX_RETRIES:
+        errors.append(f"step {step.name!r}: max_retries must be 0..{MAX_RETRIES}")
+    for key, ms in (
+        ("delay", step.delay_ms),
+        ("retry_delay", step.retry_delay_ms),
+        ("retry_max_delay", step.retry_max_delay_ms),
+        ("timeout", step.timeout_ms),
+    ):
+        if ms is not None and not 0 <= ms <= MAX_DURATION_MS:
+            errors.append(f"step {step.name!r}: {key} must be 0..{MAX_DURATION_MS} ms (30 days)")
+    return errors
 
 
 def _check_cycles(definition: WorkflowDefinition, errors: list[str]) -> None:

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from floxy_core.errors import InputError
+
+MAX_DURATION_MS: Final = 30 * 24 * 3_600_000
+"""Longest `delay`, `retry_delay`, `retry_max_delay` or `timeout` (30 days), and the cap of a
+computed back-off: a due time must stay a date both stores can write."""
+RETRY_AFTER_CAP_MS: Final = 3_600_000
+"""Longest wait a callee's `Retry-After` may ask for (1 hour) when the step sets no
+`retry_max_delay`; a step that does is capped by it instead."""
+MAX_RETRIES: Final = 1000
+"""Largest `max_retries`: retry counts live in 32-bit integer columns, and a thousand attempts
+is already far past any useful retry policy."""
 
 _UNITS_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0, "us": 0.001, "µs": 0.001}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|s|m|h)")

@@ -10,9 +10,11 @@ Every error carries its context as fields so that callers never parse messages::
     ├── HandlerError         a handler call failed; says whether a retry may help
     │   └── HandlerTimeout   the call ran past its timeout and was killed
     ├── InputError           bad JSON input, bad CLI value
+    │   └── UnstorableValue  a value the stores cannot keep (NUL, number out of range...)
     └── StoreError           persistence problems
         ├── NotFoundError    unknown definition, instance, step or DLQ record
-        └── ConflictError    the request does not fit the current state
+        ├── ConflictError    the request does not fit the current state
+        └── StoreRejected    the database refused a value (a data error, not an outage)
 """
 
 from __future__ import annotations
@@ -88,6 +90,15 @@ class InputError(FloxyError):
     """Input from a user (JSON document, CLI value, duration) that cannot be used."""
 
 
+class UnstorableValue(InputError):
+    """A value neither store can keep; `path` is its JSON path (`$.items[2].name`)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
 class StoreError(FloxyError):
     """A persistence operation failed."""
 
@@ -98,3 +109,8 @@ class NotFoundError(StoreError):
 
 class ConflictError(StoreError):
     """The operation does not fit the current state (e.g. cancelling a finished instance)."""
+
+
+class StoreRejected(StoreError):
+    """The database refused the data of a write (SQLSTATE class 22 or 54): retrying the same
+    write cannot help, unlike an outage."""

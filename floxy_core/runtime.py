@@ -6,15 +6,25 @@ inside a store transaction.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from floxy_core import values
+from floxy_core.durations import MAX_DURATION_MS
 from floxy_core.engine.decisions import Engine, Outcome, Work
 from floxy_core.engine.state import HookCall, Transition
-from floxy_core.errors import ConflictError, HandlerError, NotFoundError, StoreError
+from floxy_core.errors import (
+    ConflictError,
+    HandlerError,
+    NotFoundError,
+    StoreError,
+    StoreRejected,
+    UnstorableValue,
+)
 from floxy_core.logs import get_logger
 from floxy_core.model import JSON, Instance, QueueItem, WorkflowDefinition
 from floxy_core.ports import Clock, Handler, StepContext, Store
@@ -42,6 +52,16 @@ class _Running:
 
 _Claimed = tuple[Work, QueueItem] | None
 """A call a decision claimed, with the queue item it holds."""
+
+
+_REJECTED = "the result could not be stored: "
+
+
+def _retry_after_ms(seconds: object) -> int | None:
+    """A handler's `retry_after_s` in whole milliseconds, bounded (the engine caps it further)."""
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return round(min(seconds * 1000, MAX_DURATION_MS))
 
 
 def _committed(claimed: _Claimed) -> Work | None:
@@ -213,6 +233,14 @@ class Runtime:
         while True:
             try:
                 return _committed(self.transact(work.instance_id, decide))
+            except StoreRejected as exc:
+                # The database refused the result's data: storing it again cannot help, and
+                # dropping it would call the handler again after the lease. A failed attempt
+                # instead (retried like any failure); if even that is refused, give up here.
+                if outcome.error is not None and outcome.error.startswith(_REJECTED):
+                    raise
+                log.warning("the result of %s was refused by the store: %s", work.step_name, exc)
+                outcome = Outcome(error=f"{_REJECTED}{values.text(str(exc))}")
             except StoreError as exc:
                 if isinstance(exc, NotFoundError | ConflictError):
                     raise
@@ -241,15 +269,16 @@ class Runtime:
         try:
             output = handler(ctx, work.input)
         except HandlerError as exc:
-            after = getattr(exc, "retry_after_s", None)
             return Outcome(
-                error=str(exc),
+                error=values.text(str(exc)),
                 retryable=exc.retryable,
-                retry_after_ms=None if after is None else round(after * 1000),
+                retry_after_ms=_retry_after_ms(getattr(exc, "retry_after_s", None)),
             )
         except Exception as exc:  # a plugin's bug must not kill the worker
             log.exception("handler %r raised", work.handler)
-            return Outcome(error=f"handler {work.handler!r} crashed: {type(exc).__name__}: {exc}")
+            return Outcome(
+                error=values.text(f"handler {work.handler!r} crashed: {type(exc).__name__}: {exc}")
+            )
         elapsed = time.monotonic() - started
         if ctx.timeout_s is not None and elapsed > ctx.timeout_s:
             # A handler that ignores ctx.timeout_s still must not succeed past its deadline.
@@ -257,7 +286,12 @@ class Runtime:
                 error=f"handler {work.handler!r} exceeded its timeout of {ctx.timeout_s:g}s "
                 f"(took {elapsed:.2f}s)"
             )
-        return Outcome(output=output)
+        try:  # both stores alike: what PostgreSQL could not keep fails the attempt here
+            return Outcome(output=values.storable(output))
+        except UnstorableValue as exc:
+            return Outcome(
+                error=f"handler {work.handler!r} returned a value that cannot be stored: {exc}"
+            )
 
     def start(self) -> None:
         """Start the worker threads and the watcher that interrupts stopped instances."""

@@ -9,7 +9,6 @@ into one `floxyctl: error: ...` line with exit 2. Heavy imports stay inside the 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -607,7 +606,9 @@ def dlq_show(record: DlqIdArg, output: OutputOpt = OutputFormat.text, *, db: DbS
         return
     for key in ("id", "instance_id", "workflow_id", "step", "step_type", "reason", "created_at"):
         print(f"{key}: {document[key]}")
-    print("input: " + json.dumps(found.input, ensure_ascii=False))
+    from floxy_core import values
+
+    print("input: " + values.dumps(found.input))
     print("error: " + (found.error or ""))
 
 

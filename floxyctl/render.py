@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any, TextIO
 
+from floxy_core import values
 from floxy_core.durations import format_ms
 from floxy_core.model import Event, Instance, StepRecord
 from floxy_core.status import InstanceStatus, StepStatus
@@ -133,7 +133,10 @@ def summary(
             console.print(note, style="magenta")
         if instance.status is InstanceStatus.COMPLETED:
             console.print("Output:", style="bold")
-            console.print_json(json.dumps(instance.output))
+            from rich.highlighter import JSONHighlighter
+
+            # rich's print_json would parse the text again into floats (1e400 → Infinity)
+            console.print(JSONHighlighter()(values.dumps(instance.output, indent=2)))
         elif instance.error:
             console.print(f"Error: {instance.error}", style="red", markup=False)
         return
@@ -142,7 +145,7 @@ def summary(
     if note:
         print(note, file=out)
     if instance.status is InstanceStatus.COMPLETED:
-        print("Output: " + json.dumps(instance.output, ensure_ascii=False), file=out)
+        print("Output: " + values.dumps(instance.output), file=out)
     elif instance.error:
         print(f"Error: {instance.error}", file=out)
 
@@ -154,5 +157,5 @@ def console_for(stream: TextIO) -> Console:
 
 
 def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(values.dumps(document, indent=2) + "\n")
     sys.stdout.flush()

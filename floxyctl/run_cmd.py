@@ -107,9 +107,13 @@ def _load(file: Path, flow: str | None) -> tuple[Any, Any]:
 def _read_input(path: Path | None) -> Any:
     """Input from `-i FILE`, else stdin when it is not a terminal, else `{}`.
 
-    Strict: UTF-8 only, standard JSON only (no NaN/Infinity, which PostgreSQL refuses), and
-    nesting deep enough to exhaust the parser is a clear error rather than a crash.
+    Strict: UTF-8 only, standard JSON only, numbers kept exact, and nothing the stores cannot
+    keep (NUL characters, lone surrogates, numbers out of range, deep nesting: `values.py`). An
+    empty file is an error, as in the reference; empty stdin is `{}`.
     """
+    from floxy_core import values
+    from floxy_core.errors import UnstorableValue
+
     if path is not None:
         try:
             raw = path.read_bytes()
@@ -126,19 +130,17 @@ def _read_input(path: Path | None) -> Any:
     except UnicodeDecodeError as exc:
         fail(f"{source} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")
     if not text.strip():
+        if path is not None:
+            fail(f"input file {path} is empty (expected a JSON document)")
         return {}
-
-    def constant(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
-
     try:
-        return json.loads(text, parse_constant=constant)
+        return values.loads(text)
     except json.JSONDecodeError as exc:
         fail(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
     except ValueError as exc:
         fail(f"{source} is not valid JSON: {exc}")
-    except RecursionError:
-        fail(f"{source} is not usable: JSON nested too deeply")
+    except UnstorableValue as exc:
+        fail(f"{source} cannot be used as input: {exc}")
 
 
 class _Session:
@@ -389,7 +391,9 @@ class _Session:
 def _ask(step: str, data: Any, moot: Callable[[], bool]) -> str | None:
     """Ask on the terminal; None at end of input or as soon as `moot()` says the answer is no
     longer wanted (checked every 0.1 s, so Ctrl-C is not stuck behind a blocking read)."""
-    preview = json.dumps(data, ensure_ascii=False)
+    from floxy_core import values
+
+    preview = values.dumps(data, spaced=True)
     if len(preview) > 400:
         preview = preview[:399] + "…"
     print(f"\nStep {step!r} waits for a human decision. Input: {preview}", file=sys.stderr)

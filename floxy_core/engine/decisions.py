@@ -10,6 +10,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from floxy_core.builder import compensation_of, join_of
+from floxy_core.durations import RETRY_AFTER_CAP_MS
 from floxy_core.engine import joins, rollback
 from floxy_core.engine.retry import backoff_ms
 from floxy_core.engine.state import Transition
@@ -390,9 +391,8 @@ class Engine:
             tx.hook("step_retried", step_name=row.step_name, retry_count=count, error=error)
             delay = backoff_ms(definition, count, tx.rng)
             if retry_after_ms is not None:
-                delay = max(delay, retry_after_ms)
-                if definition.retry_max_delay_ms is not None:
-                    delay = min(delay, definition.retry_max_delay_ms)
+                cap = definition.retry_max_delay_ms
+                delay = min(max(delay, retry_after_ms), RETRY_AFTER_CAP_MS if cap is None else cap)
             tx.enqueue(row.step_name, delay, RETRY_PRIORITY)
             return
         tx.update_step(

@@ -2,6 +2,9 @@
 
 Contract (DECISIONS.md "Bash handler environment", which wins over the reference, spec §15.1):
 
+* The script runs in the working directory of the process that runs it (``floxyctl run``'s
+  caller, floxyd's own), as in the reference, or in the handler's ``workdir:`` (relative to the
+  YAML file's directory).
 * ``exec`` naming an existing file (relative to the YAML file's directory, else to the process cwd
   as the reference did) runs as ``bash <file>``; anything else is an inline script run with
   ``set -e`` — single-line too, fixing the reference quirk. A path-looking ``exec`` that names no
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
 import select
@@ -26,7 +28,8 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from floxy_core.errors import HandlerError, HandlerTimeout
+from floxy_core import values
+from floxy_core.errors import HandlerError, HandlerTimeout, UnstorableValue
 from floxy_core.model import JSON
 from floxy_core.ports import StepContext
 
@@ -111,7 +114,7 @@ def _is_protected(name: str) -> bool:
 
 
 def _compact(value: JSON) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return values.dumps(value)
 
 
 def _field_value(value: JSON) -> str:
@@ -129,11 +132,6 @@ def _format_size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _reject_constant(name: str) -> JSON:
-    """NaN and Infinity are not JSON (and a JSONB column refuses them)."""
-    raise ValueError(f"{name} is not valid JSON")
-
-
 class BashHandler:
     """A `Handler` running a bash script; see the module docstring for the contract."""
 
@@ -143,12 +141,16 @@ class BashHandler:
         exec: str,
         *,
         base_dir: str = ".",
+        workdir: str | None = None,
         max_output_bytes: int = 16 * _MIB,
         debug_log: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
         self.exec = exec.strip()
         self.base_dir = os.path.abspath(base_dir)
+        self.workdir = None if workdir is None else os.path.join(self.base_dir, workdir)
+        """Where the script runs: `workdir:` (relative to the YAML file), else the process's own
+        working directory, as in the reference."""
         self.max_output_bytes = max_output_bytes
         self._debug_log = debug_log
         # Resolved once: a PATH search per call would cost a few failed execve calls.
@@ -226,7 +228,7 @@ class BashHandler:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                cwd=self.base_dir,
+                cwd=self.workdir,
                 env=env,
                 start_new_session=True,
             )
@@ -239,6 +241,11 @@ class BashHandler:
                 raise HandlerError(
                     "cannot start script: the step input is too large to pass in the environment "
                     f"({exc.strerror})",
+                    retryable=False,
+                ) from exc
+            if self.workdir is not None and not os.path.isdir(self.workdir):
+                raise HandlerError(
+                    f"cannot start script: workdir {self.workdir} is not a directory",
                     retryable=False,
                 ) from exc
             raise HandlerError(f"cannot start script: {exc}") from exc
@@ -339,19 +346,19 @@ class BashHandler:
             if tail:
                 message += f"\nStderr: {tail}"
             raise HandlerError(message, stderr=stderr)
-        try:
-            text = out.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise HandlerError(f"script output is not valid UTF-8: {exc}", stderr=stderr) from exc
+        # Invalid UTF-8 becomes U+FFFD, as in the reference (values.py).
+        text = out.decode("utf-8", errors="replace")
         if not text.strip():
             raise HandlerError("script produced no output", stderr=stderr)
         try:
-            return json.loads(text, parse_constant=_reject_constant)
+            return values.loads(text, lenient=True)
         except ValueError as exc:
             raise HandlerError(
                 f"script output is not valid JSON: {exc}\nOutput: {text[:_OUTPUT_PREVIEW]}",
                 stderr=stderr,
             ) from exc
+        except UnstorableValue as exc:
+            raise HandlerError(f"script output cannot be stored: {exc}", stderr=stderr) from exc
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -18,7 +18,14 @@ floxy_priority = 0
 def build_bash(spec: HandlerSpec, ctx: BuildContext) -> Handler:
     from floxy_core.handlers.bash import BashHandler
 
-    return BashHandler(spec.name, spec.exec or "", base_dir=spec.base_dir, debug_log=ctx.debug_log)
+    workdir = spec.config.get("workdir")
+    return BashHandler(
+        spec.name,
+        spec.exec or "",
+        base_dir=spec.base_dir,
+        workdir=workdir if isinstance(workdir, str) else None,
+        debug_log=ctx.debug_log,
+    )
 
 
 def build_http(spec: HandlerSpec, ctx: BuildContext) -> Handler:

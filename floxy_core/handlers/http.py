@@ -19,15 +19,14 @@ Contract (spec §15.2, with the changes the port makes on purpose):
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from floxy_core import __version__
-from floxy_core.errors import HandlerError, HandlerTimeout
+from floxy_core import __version__, values
+from floxy_core.errors import HandlerError, HandlerTimeout, UnstorableValue
 from floxy_core.model import JSON, TLSConfig
 from floxy_core.ports import StepContext
 
@@ -134,11 +133,6 @@ def _format_size(n: int) -> str:
     if n >= 1024 and n % 1024 == 0:
         return f"{n // 1024} KiB"
     return f"{n} bytes"
-
-
-def _reject_constant(name: str) -> JSON:
-    """NaN and Infinity are not JSON (and a JSONB column refuses them)."""
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _no_password() -> str:
@@ -324,12 +318,7 @@ class HttpHandler:
         }
         metadata.update(_plain(ctx.metadata))
         try:
-            text = json.dumps(
-                {"metadata": metadata, "data": data},
-                ensure_ascii=False,
-                allow_nan=False,
-                separators=(",", ":"),
-            )
+            text = values.dumps({"metadata": metadata, "data": data})
         except (TypeError, ValueError) as exc:
             raise HandlerError(
                 f"cannot encode the HTTP request body as JSON: {exc}", retryable=False
@@ -381,12 +370,16 @@ class HttpHandler:
     def _parse(self, content: bytes) -> JSON:
         if not content.strip():
             raise HandlerError(f"HTTP response from {self._shown_url} is empty")
-        try:
-            return json.loads(content, parse_constant=_reject_constant)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        try:  # invalid UTF-8 becomes U+FFFD, as in the reference (values.py)
+            return values.loads(content, lenient=True)
+        except ValueError as exc:  # JSONDecodeError
             raise HandlerError(
                 f"HTTP response from {self._shown_url} is not valid JSON: {exc}\n"
                 f"Response: {_preview(content)}"
+            ) from exc
+        except UnstorableValue as exc:
+            raise HandlerError(
+                f"HTTP response from {self._shown_url} cannot be stored: {exc}"
             ) from exc
 
 

@@ -5,19 +5,21 @@ anything runs (`floxyctl validate`, `floxyctl run`, `floxyd` start-up), not at t
 The module must be importable by the process: installed, or on `PYTHONPATH`.
 
 A call gets a private copy of the input and its result must be JSON: the function cannot change
-the stored input by mutating it, and a result the stores could not save fails the attempt.
+the stored input by mutating it, and a result the stores could not save fails the attempt (and is
+retried like any failure). Numbers are exact (`values.py`): a fraction a float cannot hold
+arrives as a `decimal.Decimal`.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import re
 from collections.abc import Callable
 from typing import Any
 
-from floxy_core.errors import HandlerError
+from floxy_core import values
+from floxy_core.errors import HandlerError, UnstorableValue
 from floxy_core.model import JSON
 from floxy_core.ports import StepContext
 
@@ -99,12 +101,14 @@ class PythonHandler:
             raise _fail("python handler not called: instance cancelled")
         result = self.function(ctx, _copy(data))
         try:
-            return _copy(result)
-        except (TypeError, ValueError) as exc:
-            raise _fail(f"{self.target} returned a value that is not JSON: {exc}") from exc
+            return _copy(values.storable(result))
+        except UnstorableValue as exc:
+            # retryable like any failed attempt: the function may return something else next time
+            raise HandlerError(
+                f"{self.target} returned a value that cannot be stored: {exc}"
+            ) from exc
 
 
 def _copy(value: Any) -> JSON:
     """A deep copy through JSON: the caller and the function share nothing."""
-    copied: JSON = json.loads(json.dumps(value, allow_nan=False))
-    return copied
+    return values.loads(values.dumps(value))

@@ -18,12 +18,14 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from floxy_core.errors import ConditionError, SpecError, ValidationError
+from floxy_core.durations import MAX_DURATION_MS, parse_duration_ms
+from floxy_core.errors import ConditionError, InputError, SpecError, ValidationError
 from floxy_core.records import record
 from floxy_core.resources import schema_path
 from floxy_core.spec.document import (
@@ -126,6 +128,10 @@ def load_document(text: str, path: str = "<string>", *, require_handlers: bool =
         errors.append(SpecError(path, 1, 1, "", "document nested too deeply to validate"))
         raise ValidationError(errors) from None
     _Semantics(doc, errors, warns if not require_handlers else errors).run()
+    errors.extend(
+        doc.error(at, f"must be at most {_MAX_DURATION}, got {_show(value)}")
+        for at, value in _long_durations(data)
+    )
     if errors:
         raise ValidationError(errors)
     return Document(path, data, tuple(sorted(warns, key=_order)), conv.values, conv.keys)
@@ -155,6 +161,39 @@ def _unknown_retry_strategies(data: Any) -> list[tuple[PathT, str]]:
 
     if isinstance(data, dict):
         walk(data.get("flows"), ("flows",))
+    return found
+
+
+_DURATION_KEYS = frozenset({"delay", "retry_delay", "retry_max_delay", "timeout"})
+_MAX_DURATION = f"30 days ({MAX_DURATION_MS} ms)"
+
+
+def _long_durations(data: Any) -> list[tuple[PathT, str]]:
+    """Duration strings past `MAX_DURATION_MS` (the schema bounds the integer form), with their
+    paths, in flows and in built-in handlers; `metadata` and plugin handlers' keys are theirs."""
+    found: list[tuple[PathT, str]] = []
+
+    def walk(node: Any, path: PathT) -> None:
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if key in _DURATION_KEYS and isinstance(child, str):
+                    try:
+                        too_long = parse_duration_ms(child) > MAX_DURATION_MS
+                    except InputError:  # the schema says what is wrong with it
+                        too_long = False
+                    if too_long:
+                        found.append(((*path, key), child))
+                elif key != "metadata":
+                    walk(child, (*path, key))
+        elif isinstance(node, list):
+            for index, child in enumerate(node):
+                walk(child, (*path, index))
+
+    if isinstance(data, dict):
+        walk(data.get("flows"), ("flows",))
+        for index, handler in _items(data.get("handlers")):
+            if isinstance(handler, dict) and handler.get("type") in (None, "bash", "http"):
+                walk(handler, ("handlers", index))
     return found
 
 
@@ -277,7 +316,15 @@ class _Converter:
             self.values[path] = pos
             return self._sequence(node, path, pos)
         self.values[path] = pos
-        return _scalar(node)
+        value = _scalar(node)
+        if isinstance(value, str) and "\x00" in value:
+            self._refuse(path, pos, "contains a NUL character (\\0), which PostgreSQL cannot store")
+        elif isinstance(value, float) and not math.isfinite(value):
+            self._refuse(path, pos, f"{value} is not a number JSON can hold")
+        return value
+
+    def _refuse(self, path: PathT, pos: Pos, message: str) -> None:
+        self.errors.append(SpecError(self.path, pos[0], pos[1], format_path(path), message))
 
     def _mapping(self, node: Any, path: PathT, pos: Pos) -> dict[str, Any]:
         data = getattr(node.lc, "data", None) or {}
@@ -292,6 +339,12 @@ class _Converter:
             plain = _scalar(raw_key)
             key = plain if isinstance(plain, str) else json.dumps(plain)
             child = (*path, key)
+            if "\x00" in key:
+                self._refuse(
+                    child,
+                    key_pos,
+                    "key contains a NUL character (\\0), which PostgreSQL cannot store",
+                )
             if key in out:
                 self.errors.append(
                     SpecError(
@@ -398,6 +451,8 @@ def _translate(doc: Document, err: SchemaError) -> Iterator[SpecError]:
     if kind == "anyOf" and title == "duration":
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             yield doc.error(path, f"must not be negative, got {_show(value)}")
+        elif isinstance(value, int) and not isinstance(value, bool) and value > MAX_DURATION_MS:
+            yield doc.error(path, f"must be at most {_MAX_DURATION}, got {_show(value)}")
         else:
             yield doc.error(path, f"invalid duration {_show(value)} ({_DURATION_HINT})")
         return

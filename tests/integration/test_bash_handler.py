@@ -87,19 +87,42 @@ def test_inline_multi_line() -> None:
     assert run(script) == {"sum": 5}
 
 
-def test_inline_runs_in_base_dir_with_stdin_closed(tmp_path: Path) -> None:
-    assert run("jq -n --arg d \"$PWD\" '$d'", base_dir=tmp_path) == str(tmp_path)
+def test_inline_runs_in_the_callers_directory_with_stdin_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in the reference: where the user started the command, not the YAML file's directory.
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    monkeypatch.chdir(caller)
+    assert run("jq -n --arg d \"$PWD\" '$d'", base_dir=tmp_path) == str(caller)
     # `cat` would block forever on a terminal or an inherited pipe; /dev/null gives EOF at once.
     assert "script produced no output" in str(fails("cat", timeout_s=5))
 
 
-def test_file_script_without_execute_bit_relative_to_base_dir() -> None:
+def test_file_script_without_execute_bit_relative_to_base_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     script = SCRIPTS / "echo_input.sh"
     assert not os.access(script, os.X_OK)
     assert not is_inline_script("echo_input.sh", str(SCRIPTS))
+    monkeypatch.chdir(tmp_path)
     out = run("echo_input.sh", {"a": 1}, base_dir=SCRIPTS)
-    # cwd is the YAML directory, and no `set -e` is injected in file mode.
-    assert out == {"input": '{"a":1}', "pwd": str(SCRIPTS), "step": "build", "after_false": True}
+    # The script is found next to the YAML file but runs where the caller is; no `set -e` is
+    # injected in file mode.
+    assert out == {"input": '{"a":1}', "pwd": str(tmp_path), "step": "build", "after_false": True}
+
+
+def test_workdir_is_relative_to_the_yaml_file(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "order.json").write_text('{"id": 7}')
+    handler = BashHandler("h", "cat ./order.json", base_dir=str(tmp_path), workdir="data")
+    assert handler(ctx(), {}) == {"id": 7}
+    absolute = BashHandler("h", "jq -n --arg d \"$PWD\" '$d'", workdir=str(tmp_path))
+    assert absolute(ctx(), {}) == str(tmp_path)
+    missing = BashHandler("h", "echo 1", base_dir=str(tmp_path), workdir="nope")
+    with pytest.raises(HandlerError, match=r"workdir .*nope is not a directory") as info:
+        missing(ctx(), {})
+    assert info.value.retryable is False
 
 
 def test_file_script_falls_back_to_process_cwd(
@@ -108,7 +131,7 @@ def test_file_script_falls_back_to_process_cwd(
     monkeypatch.chdir(SCRIPTS)
     out = run("echo_input.sh", {}, base_dir=tmp_path)
     assert out["after_false"] is True
-    assert out["pwd"] == str(tmp_path)
+    assert out["pwd"] == str(SCRIPTS)
 
 
 def test_missing_path_looking_script_is_a_clear_error(tmp_path: Path) -> None:
@@ -295,9 +318,8 @@ def test_stderr_tail_in_message_is_limited() -> None:
     assert tail.endswith("eeeEND")
 
 
-def test_non_utf8_output() -> None:
-    message = str(fails("printf '\"\\xff\\xfe\"'"))
-    assert message.startswith("script output is not valid UTF-8: ")
+def test_non_utf8_output_is_replaced_as_in_the_reference() -> None:
+    assert run("printf '\"a\\xff\\xfeb\"'") == "a\ufffd\ufffdb"
 
 
 def test_stdout_over_cap_kills_the_script() -> None:

@@ -308,15 +308,19 @@ def test_dotted_attribute_and_private_copies(site: Path) -> None:
     assert seen[0]["a"] == [1]  # nor is the function's object changed by the caller
 
 
-def test_a_result_that_is_not_json_fails_without_retry(site: Path) -> None:
+def test_a_result_that_is_not_json_fails_the_attempt_naming_its_path(site: Path) -> None:
     module = sys.modules.get("pyh.inner.handlers") or __import__(
         "pyh.inner.handlers", fromlist=["x"]
     )
-    module.bad_result = lambda ctx, data: {"when": object()}
+    module.bad_result = lambda ctx, data: {"when": object(), "ok": 1}
+    module.nul_result = lambda ctx, data: {"items": [{"name": "a\x00b"}]}
     handler = PythonHandler("h", "pyh.inner.handlers:bad_result")
-    with pytest.raises(HandlerError, match="returned a value that is not JSON") as info:
+    with pytest.raises(HandlerError, match=r"cannot be stored: \$\.when: object is not a JSON"):
         handler(_ctx(), {})
-    assert info.value.retryable is False
+    nul = PythonHandler("h", "pyh.inner.handlers:nul_result")
+    with pytest.raises(HandlerError, match=r"\$\.items\[0\]\.name: string contains a NUL") as info:
+        nul(_ctx(), {})
+    assert info.value.retryable is True  # a failed attempt like any other, retried
 
 
 def test_an_interrupted_step_does_not_call_the_function(site: Path, tmp_path: Path) -> None:

@@ -965,7 +965,7 @@ def test_content_hash_ignores_where_handlers_live() -> None:
     ("build", "fragment"),
     [
         (lambda: Builder("x"), "at least one step"),
-        (lambda: Builder("x", version=0).step("a"), "version must be >= 1"),
+        (lambda: Builder("x", version=0).step("a"), "version must be 1..2147483647"),
         (lambda: Builder("x").parallel("p", Task("a")), "at least 2 tasks"),
         (lambda: Builder("x").fork("f", lambda b: b.step("a")), "at least 2 branches"),
         (lambda: Builder("x").step("a").step("a"), "'a' already exists"),

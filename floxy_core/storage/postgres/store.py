@@ -11,7 +11,6 @@ lease that another worker may take over once it expires.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -19,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from floxy_core import values
 from floxy_core.engine.state import HookCall, InstanceState, Transition
-from floxy_core.errors import ConflictError, NotFoundError, StoreError
+from floxy_core.errors import ConflictError, NotFoundError, StoreError, StoreRejected
 from floxy_core.logs import get_logger
 from floxy_core.model import (
     JSON,
@@ -47,6 +47,9 @@ T = TypeVar("T")
 log = get_logger("floxy.postgres")
 CHANNEL = "floxy_queue"
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+_DATA_SQLSTATE_CLASSES = {"22", "54"}
+"""Data exception (a value out of range, an untranslatable character) and program limit
+exceeded (nesting, sizes): the same write would fail again, so it is not an outage."""
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -79,7 +82,14 @@ def _dt(value: Any) -> datetime | None:
 def _json(value: JSON) -> Any:
     from psycopg.types.json import Jsonb
 
-    return None if value is None else Jsonb(value)
+    return None if value is None else Jsonb(value, dumps=values.dumps)
+
+
+def _exact_json(conn: psycopg.Connection[Any]) -> None:
+    """JSON read back keeps numbers exact (`values.loads`), as it went in."""
+    from psycopg.types.json import set_json_loads
+
+    set_json_loads(values.loads, conn)
 
 
 class _CreatedAt:
@@ -165,6 +175,7 @@ class PostgresStore:
             open=False,
             timeout=connect_timeout,
             name="floxy",
+            configure=_exact_json,
             # JIT compiles the partition-wide load query for ~0.7 s; our queries are tiny. Custom
             # plans of the prepared hot-path statements would re-plan across every daily
             # partition on each call; generic plans prune at execution time instead.
@@ -245,6 +256,8 @@ class PostgresStore:
             except psycopg.Error as exc:
                 if exc.sqlstate in _RETRYABLE_SQLSTATES and attempt < 4:
                     continue
+                if exc.sqlstate is not None and exc.sqlstate[:2] in _DATA_SQLSTATE_CLASSES:
+                    raise StoreRejected(f"the database refused the data: {exc}") from exc
                 if isinstance(exc, psycopg.OperationalError):
                     raise StoreError(f"database unavailable: {exc}") from exc
                 raise
@@ -371,7 +384,7 @@ class PostgresStore:
                 input=s["input"],
                 idempotency_key=s["idempotency_key"],
                 max_retries=s["max_retries"],
-                created_at=s["created_epoch"],
+                created_at=float(s["created_epoch"]),
                 output=s["output"],
                 error=s["error"],
                 retry_count=s["retry_count"],
@@ -531,7 +544,11 @@ class PostgresStore:
             }
         # only work another worker could take: not the lease a claim just wrote
         doc["notify"] = any(i.attempted_by is None for i in [*tx.new_queue, *tx.dirty_queue])
-        ids = unit.commit(q("apply"), {"doc": json.dumps(doc)})
+        try:
+            text = values.dumps(doc)
+        except (TypeError, ValueError) as exc:  # caught before the write, never retried as is
+            raise StoreRejected(f"cannot encode the write as JSON: {exc}") from exc
+        ids = unit.commit(q("apply"), {"doc": text})
         for step in tx.new_steps:
             step.id = int(ids["step_ids"][step.step_name])
         for record, new_id in zip(tx.new_dlq, ids["dlq_ids"], strict=True):
