@@ -325,6 +325,8 @@ class BashHandler:
             with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
         out, err = bytearray(), _Tail(self.max_stderr_bytes)
+        scratch = bytearray(_READ_CHUNK)
+        view = memoryview(scratch)
         cap = self.max_output_bytes
         poller = select.poll()
         poller.register(out_fd, select.POLLIN)
@@ -379,12 +381,13 @@ class BashHandler:
                         poller.unregister(pidfd)
                         exited_at = time.monotonic()
                         continue
-                    chunk = os.read(fd, _READ_CHUNK)
-                    if not chunk:
+                    n = os.readv(fd, [scratch])  # no 1 MiB allocation per read
+                    if not n:
                         poller.unregister(fd)
                         open_pipes -= 1
                         continue
-                    pause = pause or len(chunk) < _READ_CHUNK
+                    pause = pause or n < _READ_CHUNK
+                    chunk = view[:n]
                     if fd == out_fd:
                         out += chunk
                         if len(out) > cap:
@@ -446,7 +449,7 @@ class _Tail:
         self.buf = bytearray()
         self.cut = 0
 
-    def add(self, chunk: bytes) -> None:
+    def add(self, chunk: bytes | memoryview) -> None:
         self.buf += chunk
         if len(self.buf) > 2 * self.limit:  # trim rarely: a spewing handler costs one copy per cap
             drop = len(self.buf) - self.limit

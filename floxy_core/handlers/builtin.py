@@ -18,7 +18,14 @@ floxy_priority = 0
 def build_bash(spec: HandlerSpec, ctx: BuildContext) -> Handler:
     from floxy_core.handlers.bash import BashHandler
 
-    return BashHandler(spec.name, spec.exec or "", base_dir=spec.base_dir, debug_log=ctx.debug_log)
+    input_env = spec.config.get("input_env", True)
+    return BashHandler(
+        spec.name,
+        spec.exec or "",
+        base_dir=spec.base_dir,
+        input_env=input_env if isinstance(input_env, bool) else tuple(input_env),
+        debug_log=ctx.debug_log,
+    )
 
 
 def build_http(spec: HandlerSpec, ctx: BuildContext) -> Handler:
