@@ -208,6 +208,8 @@ class Daemon:
             ) from exc
         except (FloxyError, OSError) as exc:
             raise StartupError(f"{self.config.file}: {exc}") from exc
+        for warning in file.warnings:  # e.g. a missing script file another host may have
+            log.warning("%s", warning)
         return file
 
     def _load_plugins(self) -> Any:
