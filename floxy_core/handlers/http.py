@@ -26,6 +26,7 @@ Contract (spec §15.2, with the changes the port makes on purpose):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -269,11 +270,12 @@ class HttpHandler:
         if tls is not None and parsed.scheme == "https":
             verify = _ssl_context(tls)
         self._client: httpx.Client = httpx.Client(
-            transport=_deadline_transport(verify),
+            verify=verify,
             follow_redirects=True,
             headers={"User-Agent": f"floxy/{__version__}"},
             event_hooks={"request": [_strip_foreign_authorization]},
         )
+        _honour_deadline(self._client)
 
     def __repr__(self) -> str:
         return f"HttpHandler({self.name!r}, {self._shown_url!r})"
@@ -472,20 +474,31 @@ def _left(timeout: float | None, expired: type[Exception]) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
-def _deadline_transport(verify: ssl.SSLContext | bool) -> httpx.HTTPTransport:
-    """httpx's transport with a connection pool whose sockets honour `_deadline`.
+def _honour_deadline(client: httpx.Client) -> None:
+    """Make every socket of `client` (proxies from the environment included) honour `_deadline`.
 
     httpx times each socket operation separately, so a server sending one header byte per
-    second never trips a 2 s timeout. httpcore takes a network backend for exactly this kind
-    of wrapping; `HTTPTransport` does not expose it, so its pool is replaced by an equivalent
-    one (`HTTPTransport` builds the same from these arguments).
+    second never trips a 2 s timeout. httpcore's pools take a network backend for exactly this
+    kind of wrapping, but httpx does not expose it: the backend of each pool httpx built is
+    replaced, which keeps httpx's TLS and proxy set-up exactly as it is.
     """
+    transports = [client._transport, *client._mounts.values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        if pool is None and transport is not None:
+            raise HandlerError(f"unsupported httpx transport {type(transport).__name__}")
+        if pool is not None:
+            if not hasattr(pool, "_network_backend"):
+                raise HandlerError(f"unsupported httpcore pool {type(pool).__name__}")
+            pool._network_backend = _network_classes()[1](pool._network_backend)
+
+
+@functools.cache
+def _network_classes() -> tuple[type[Any], type[Any]]:
+    """The deadline-honouring stream and backend, built once httpcore is imported."""
     import httpcore
-    import httpx
 
-    context = verify if not isinstance(verify, bool) else httpx.create_ssl_context()
-
-    class _Stream(httpcore.NetworkStream):
+    class Stream(httpcore.NetworkStream):
         def __init__(self, inner: httpcore.NetworkStream) -> None:
             self._inner = inner
 
@@ -505,14 +518,14 @@ def _deadline_transport(verify: ssl.SSLContext | bool) -> httpx.HTTPTransport:
             timeout: float | None = None,
         ) -> httpcore.NetworkStream:
             left = _left(timeout, httpcore.ConnectTimeout)
-            return _Stream(self._inner.start_tls(ssl_context, server_hostname, left))
+            return Stream(self._inner.start_tls(ssl_context, server_hostname, left))
 
         def get_extra_info(self, info: str) -> Any:
             return self._inner.get_extra_info(info)
 
-    class _Backend(httpcore.NetworkBackend):
-        def __init__(self) -> None:
-            self._inner = httpcore.SyncBackend()
+    class Backend(httpcore.NetworkBackend):
+        def __init__(self, inner: httpcore.NetworkBackend) -> None:
+            self._inner = inner
 
         def connect_tcp(
             self,
@@ -523,20 +536,18 @@ def _deadline_transport(verify: ssl.SSLContext | bool) -> httpx.HTTPTransport:
             socket_options: Any = None,
         ) -> httpcore.NetworkStream:
             left = _left(timeout, httpcore.ConnectTimeout)
-            return _Stream(self._inner.connect_tcp(host, port, left, local_address, socket_options))
+            return Stream(self._inner.connect_tcp(host, port, left, local_address, socket_options))
 
         def connect_unix_socket(
             self, path: str, timeout: float | None = None, socket_options: Any = None
         ) -> httpcore.NetworkStream:
             left = _left(timeout, httpcore.ConnectTimeout)
-            return _Stream(self._inner.connect_unix_socket(path, left, socket_options))
+            return Stream(self._inner.connect_unix_socket(path, left, socket_options))
 
         def sleep(self, seconds: float) -> None:
             self._inner.sleep(seconds)
 
-    transport = httpx.HTTPTransport(verify=context)
-    transport._pool = httpcore.ConnectionPool(ssl_context=context, network_backend=_Backend())
-    return transport
+    return Stream, Backend
 
 
 def _strip_foreign_authorization(request: httpx.Request) -> None:
