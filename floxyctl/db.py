@@ -4,7 +4,9 @@ Settings come, first match wins, from `--dsn` / `FLOXY_DSN`, or from the referen
 `--host --port --user --database` (each falling back to floxyd's `FLOXY_DB_*` variables) with the
 password from `-W` (prompt), `PG_PASSWORD` or `FLOXY_DB_PASSWORD`. The password only ever travels
 inside the conninfo handed to libpq: it is never formatted into a string by us, and every message
-that leaves this module is scrubbed of it, because error text ends up in logs and CI output.
+that leaves this module goes through `floxy_core.secrets.redact` (passwords masked where a URL or
+conninfo holds them, not by searching for their text), because error text ends up in logs and CI
+output.
 
 psycopg and floxy_core.storage are imported inside functions so that `floxyctl run` stays fast.
 """
@@ -21,7 +23,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
-from urllib.parse import quote, quote_plus
 
 import typer
 
@@ -54,16 +55,14 @@ class DbSettings:
     """A ready conninfo plus what is needed to talk about it without leaking the password."""
 
     conninfo: str
-    password: str | None
     where: str
     """`host:port/dbname` for messages; never contains the password."""
 
     def scrub(self, text: str) -> str:
-        """`text` on one line, with every spelling of the password replaced by `***`."""
-        if self.password:
-            for form in {self.password, quote(self.password, safe=""), quote_plus(self.password)}:
-                text = text.replace(form, "***")
-        return " ".join(text.split())
+        """`text` on one line, with any password in a URL or conninfo masked."""
+        from floxy_core.secrets import redact
+
+        return " ".join(redact(text).split())
 
 
 def _conninfo_dict(dsn: str) -> dict[str, Any]:
@@ -142,7 +141,7 @@ def resolve(
     if extra:
         conninfo = make_conninfo(conninfo, **extra)
     where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
-    return DbSettings(conninfo=conninfo, password=password or None, where=where)
+    return DbSettings(conninfo=conninfo, where=where)
 
 
 # -- the connection options, added to every database command --------------------------------

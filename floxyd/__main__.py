@@ -106,25 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _TextFormatter(logging.Formatter):
-    def __init__(self, secrets: tuple[str, ...]) -> None:
+    def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-        self.secrets = secrets
 
     def format(self, record: logging.LogRecord) -> str:
-        from floxyd.config import redact
+        from floxy_core.secrets import redact
 
-        return redact(super().format(record), self.secrets)
+        return redact(super().format(record))
 
 
 class _JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, plus the record's `fields`."""
 
-    def __init__(self, secrets: tuple[str, ...]) -> None:
-        super().__init__()
-        self.secrets = secrets
-
     def format(self, record: logging.LogRecord) -> str:
-        from floxyd.config import redact
+        from floxy_core.secrets import redact
 
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -137,14 +132,12 @@ class _JsonFormatter(logging.Formatter):
             entry.update({k: v for k, v in fields.items() if k not in entry})
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, default=str), self.secrets)
+        return redact(json.dumps(entry, default=str))
 
 
-def setup_logging(log_format: str, level: str, secrets: tuple[str, ...]) -> None:
+def setup_logging(log_format: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _JsonFormatter(secrets) if log_format == "json" else _TextFormatter(secrets)
-    )
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else _TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -156,8 +149,81 @@ def setup_logging(log_format: str, level: str, secrets: tuple[str, ...]) -> None
 # -- entry point --------------------------------------------------------------------------------
 
 
+# -- secrets out of the environment block ------------------------------------------------------
+
+_SECRET_VARS = ("FLOXY_DSN", "FLOXY_DB_PASSWORD", "PGPASSWORD", "PG_PASSWORD", "PGPASSFILE")
+"""Variables that carry the database credentials (or where to find them)."""
+
+_SECRETS_FD = "FLOXY_SECRETS_FD"
+_MAX_SECRETS = 60_000
+"""Below a pipe's 64 KiB buffer: the first process writes everything before it execs."""
+
+
+def _dsn_flag(argv: list[str]) -> tuple[list[str], str | None]:
+    """`argv` without `--dsn VALUE` / `--dsn=VALUE`, and that value."""
+    rest: list[str] = []
+    value: str | None = None
+    items = iter(argv)
+    for item in items:
+        if item == "--dsn":
+            value = next(items, None)
+        elif item.startswith("--dsn="):
+            value = item.removeprefix("--dsn=")
+        elif item == "--":
+            rest.append(item)
+            rest.extend(items)
+        else:
+            rest.append(item)
+    return rest, value
+
+
+def _secure_start(argv: list[str]) -> tuple[list[str], dict[str, str], str | None]:
+    """Re-execute floxyd with the database credentials out of its environment block and argv.
+
+    Every handler can read `/proc/<floxyd>/environ` and `/proc/<floxyd>/cmdline`: the kernel
+    keeps the block a process was started with, whatever `os.environ` later says. So the first
+    process moves `_SECRET_VARS` and a `--dsn` flag into a pipe, then `execve`s the same daemon
+    with a clean environment and argv and the pipe's read end as `FLOXY_SECRETS_FD`; the new
+    process reads the pipe once and closes it. Nothing touches the disk, nothing is left to clean
+    up, and the cost is one interpreter start (about 40 ms), paid only when there is something
+    to hide. Returns (argv, moved variables, --dsn value) in the process that goes on.
+    """
+    fd_text = os.environ.pop(_SECRETS_FD, None)
+    if fd_text is not None:
+        import stat
+
+        fd = int(fd_text) if fd_text.isdigit() else -1
+        if fd < 3 or not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            print(f"floxyd: error: {_SECRETS_FD} is set by floxyd itself", file=sys.stderr)
+            sys.exit(EXIT_CONFIG)
+        with os.fdopen(fd, "rb") as pipe:
+            moved = json.loads(pipe.read())
+        return argv, dict(moved["env"]), moved["dsn"]
+    rest, dsn = _dsn_flag(argv)
+    env = {k: v for k in _SECRET_VARS if (v := os.environ.get(k)) is not None}
+    if not env and dsn is None:
+        return argv, {}, None
+    blob = json.dumps({"env": env, "dsn": dsn}).encode()
+    if len(blob) > _MAX_SECRETS:
+        print("floxyd: error: the database settings are too long", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    read_end, write_end = os.pipe()
+    os.write(write_end, blob)
+    os.close(write_end)
+    os.set_inheritable(read_end, True)
+    clean = {k: v for k, v in os.environ.items() if k not in env}
+    clean[_SECRETS_FD] = str(read_end)
+    os.execve(sys.executable, [sys.executable, "-m", "floxyd", *rest], clean)
+
+
 def main(argv: list[str] | None = None) -> None:
+    moved: dict[str, str] = {}
+    dsn_flag: str | None = None
+    if argv is None:  # the real command line (tests may call main in-process)
+        argv, moved, dsn_flag = _secure_start(sys.argv[1:])
     args = build_parser().parse_args(argv)
+    if dsn_flag is not None:
+        args.dsn = dsn_flag
     if args.version or (args.file == "version" and not os.path.exists("version")):
         from floxy_core import __version__
 
@@ -168,16 +234,13 @@ def main(argv: list[str] | None = None) -> None:
 
     flags = {k: v for k, v in vars(args).items() if k not in ("file", "version")}
     try:
-        config = load_config(args.file, flags)
+        config = load_config(args.file, flags, {**os.environ, **moved})
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"floxyd: error: {problem}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
 
-    setup_logging(config.log_format, config.log_level, config.secrets)
-    # Handlers inherit the environment: the daemon's database secrets are not theirs to see.
-    for name in ("FLOXY_DSN", "FLOXY_DB_PASSWORD", "PG_PASSWORD", "PGPASSWORD"):
-        os.environ.pop(name, None)
+    setup_logging(config.log_format, config.log_level)
     import prometheus_client
 
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]

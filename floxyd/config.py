@@ -2,7 +2,10 @@
 
 Everything is read and checked once, before anything starts; a bad value is one line on stderr
 naming the flag or variable, and exit code 2. The database password is kept only inside the DSN
-handed to psycopg and in `secrets` (what log output must never show).
+handed to psycopg: wherever it comes from (the DSN, `FLOXY_DB_PASSWORD_FILE`,
+`FLOXY_DB_PASSWORD`, `PGPASSWORD`, or the passfile `PGPASSFILE` names), it ends up as a
+connection parameter, so libpq needs nothing from the environment that `floxyd.__main__` cleans
+before any handler runs. Log output is masked by `floxy_core.secrets.redact`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     ("FLOXY_DB_HOST", "--db-host", "PostgreSQL host (required without FLOXY_DSN)"),
     ("FLOXY_DB_PORT", "--db-port", "PostgreSQL port (required without FLOXY_DSN)"),
     ("FLOXY_DB_USER", "--db-user", "PostgreSQL user (required without FLOXY_DSN)"),
-    ("FLOXY_DB_PASSWORD", "", "PostgreSQL password (environment only; never logged)"),
+    ("FLOXY_DB_PASSWORD_FILE", "", "file holding the PostgreSQL password (first line)"),
+    ("FLOXY_DB_PASSWORD", "", "PostgreSQL password (prefer FLOXY_DB_PASSWORD_FILE; never logged)"),
     ("FLOXY_DB_NAME", "--db-name", "database name (required without FLOXY_DSN)"),
     ("FLOXY_WORKERS", "--workers", f"worker threads claiming steps (default {DEFAULT_WORKERS})"),
     (
@@ -88,7 +92,6 @@ class Config:
     dsn: str = field(repr=False)
     dsn_display: str
     """The DSN as it may be logged: the password masked."""
-    secrets: tuple[str, ...] = field(repr=False)
     workers: int = DEFAULT_WORKERS
     worker_interval: float = 0.1
     lease: float = 30.0
@@ -143,12 +146,6 @@ def parse_addr(text: str) -> tuple[str, int] | None:
     return host, port
 
 
-def mask_dsn(dsn: str) -> str:
-    """The DSN with its password replaced by `***` (keyword/value form or URL)."""
-    dsn = re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
-    return re.sub(r"(?i)(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", r"\1***@", dsn)
-
-
 class _Reader:
     """Looks a setting up in the flags, then the environment; collects every problem."""
 
@@ -191,7 +188,7 @@ def load_config(
     if not file:
         problems.append("missing the workflow YAML file: floxyd FILE (see floxyd --help)")
 
-    dsn, dsn_display, secrets = _database(r)
+    dsn, dsn_display = _database(r)
 
     workers_text, workers_name = r.raw("FLOXY_WORKERS", "workers")
     workers = DEFAULT_WORKERS
@@ -252,7 +249,6 @@ def load_config(
         file=Path(file or ""),
         dsn=dsn,
         dsn_display=dsn_display,
-        secrets=secrets,
         workers=workers,
         worker_interval=worker_interval,
         lease=lease,
@@ -268,22 +264,21 @@ def load_config(
     )
 
 
-def _database(r: _Reader) -> tuple[str, str, tuple[str, ...]]:
-    """(dsn, masked dsn, secrets) from FLOXY_DSN or the FLOXY_DB_* parts."""
+def _database(r: _Reader) -> tuple[str, str]:
+    """(dsn, masked dsn) from FLOXY_DSN or the FLOXY_DB_* parts, with the password folded in."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    secrets = [s for s in (r.env.get("PGPASSWORD"),) if s]
+    password = _password(r)
     dsn_text, dsn_name = r.raw("FLOXY_DSN", "dsn")
     if dsn_text is not None:
         try:
             params = conninfo_to_dict(dsn_text)
         except Exception:
             r.problems.append(f"{dsn_name} is not a valid libpq connection string or URL")
-            return "", "", tuple(secrets)
-        password = params.get("password")
-        if password:
-            secrets.append(str(password))
-        return dsn_text, _display(params), tuple(secrets)
+            return "", ""
+        extra = _libpq_env(r, params, password)
+        dsn = make_conninfo(dsn_text, **extra) if extra else dsn_text
+        return dsn, _display({**params, **extra})
 
     parts: dict[str, str] = {}
     missing: list[str] = []
@@ -303,7 +298,7 @@ def _database(r: _Reader) -> tuple[str, str, tuple[str, ...]]:
         r.problems.append(
             f"{', '.join(missing)} {verb} required (or set FLOXY_DSN to a connection string)"
         )
-        return "", "", tuple(secrets)
+        return "", ""
     port_name = r.raw("FLOXY_DB_PORT", "db_port")[1]
     try:
         port = int(parts["port"])
@@ -311,24 +306,55 @@ def _database(r: _Reader) -> tuple[str, str, tuple[str, ...]]:
             raise ValueError
     except ValueError:
         r.problems.append(f"{port_name} must be a port number, got {parts['port']!r}")
-        return "", "", tuple(secrets)
-    password = r.env.get("FLOXY_DB_PASSWORD", "")
-    if password:
-        secrets.append(password)
-        parts["password"] = password
+        return "", ""
+    parts.update(_libpq_env(r, {}, password))
     dsn = make_conninfo(**parts)
-    return dsn, _display(parts), tuple(secrets)
+    return dsn, _display(parts)
+
+
+def _password(r: _Reader) -> str | None:
+    """The password from FLOXY_DB_PASSWORD_FILE (its first line) or FLOXY_DB_PASSWORD."""
+    path = r.env.get("FLOXY_DB_PASSWORD_FILE", "").strip()
+    inline = r.env.get("FLOXY_DB_PASSWORD", "")
+    if not path:
+        return inline or None
+    if inline:
+        r.problems.append("set FLOXY_DB_PASSWORD_FILE or FLOXY_DB_PASSWORD, not both")
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        r.problems.append(f"FLOXY_DB_PASSWORD_FILE: cannot read {path}: {reason}")
+        return None
+    password = first.rstrip("\r\n")
+    if not password:
+        r.problems.append(f"FLOXY_DB_PASSWORD_FILE: {path} is empty")
+        return None
+    return password
+
+
+def _libpq_env(r: _Reader, params: Mapping[str, object], password: str | None) -> dict[str, str]:
+    """Connection parameters for what libpq would otherwise read from the environment.
+
+    floxyd removes PGPASSWORD and PGPASSFILE from its own environment (handlers inherit it), so
+    they travel as `password` and `passfile` parameters instead; a parameter the DSN already has
+    wins, as it does in libpq.
+    """
+    extra: dict[str, str] = {}
+    chosen = password or r.env.get("PGPASSWORD") or None
+    if chosen and not params.get("password"):
+        extra["password"] = chosen
+    passfile = r.env.get("PGPASSFILE", "").strip()
+    if passfile and not params.get("passfile"):
+        extra["passfile"] = passfile
+    return extra
 
 
 def _display(params: Mapping[str, object]) -> str:
-    shown = {k: v for k, v in params.items() if k != "password" and v not in (None, "")}
+    shown = {
+        k: v for k, v in params.items() if k not in ("password", "passfile") and v not in (None, "")
+    }
     text = " ".join(f"{k}={v}" for k, v in shown.items())
     return text + (" (with a password)" if params.get("password") else "")
-
-
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """`text` with every secret of 4+ characters, and any DSN password, replaced by `***`."""
-    for secret in secrets:
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return mask_dsn(text)

@@ -15,8 +15,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from floxy_core.runtime import Runtime
+from floxy_core.secrets import redact
 from floxy_core.storage.postgres.store import PostgresStore
-from floxyd.config import Config, redact
+from floxyd.config import Config
 from floxyd.maintenance import Maintenance
 from floxyd.stats import StatsPrinter
 from floxyd.tech import DatabaseGauges, HealthCheck, Metrics, TechServer, TechState
@@ -58,8 +59,8 @@ def _is_db_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.Error) or isinstance(exc.__cause__, psycopg.Error)
 
 
-def one_line(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
-    return redact(" ".join(str(exc).split()) or type(exc).__name__, secrets)
+def one_line(exc: BaseException) -> str:
+    return redact(" ".join(str(exc).split()) or type(exc).__name__)
 
 
 def used_handlers(file: WorkflowFile) -> dict[str, list[str]]:
@@ -81,7 +82,7 @@ class Daemon:
 
         self.version = __version__
         self.metrics = Metrics(config.workers, __version__)
-        self.health = HealthCheck(config.dsn, config.secrets)
+        self.health = HealthCheck(config.dsn)
         self.health.on_error = self.metrics.database_errors.inc
         self.store: PostgresStore | None = None
         self.runtime: Runtime | None = None
@@ -140,7 +141,7 @@ class Daemon:
         except Exception as exc:
             if not _is_db_error(exc):
                 raise
-            log.error("database error at start-up: %s", one_line(exc, self.config.secrets))
+            log.error("database error at start-up: %s", one_line(exc))
             code = 2
         self._close()
         return code
@@ -207,6 +208,8 @@ class Daemon:
             ) from exc
         except (FloxyError, OSError) as exc:
             raise StartupError(f"{self.config.file}: {exc}") from exc
+        for warning in file.warnings:  # e.g. a missing script file another host may have
+            log.warning("%s", warning)
         return file
 
     def _load_plugins(self) -> Any:
@@ -256,7 +259,7 @@ class Daemon:
                     cfg.dsn, autocommit=True, connect_timeout=max(2, min(10, round(left)))
                 )
             except psycopg.OperationalError as exc:
-                message = one_line(exc, cfg.secrets)
+                message = one_line(exc)
                 if any(marker in message.lower() for marker in _FATAL_CONNECT):
                     raise StartupError(
                         f"cannot connect to PostgreSQL ({cfg.dsn_display}): {message}"
@@ -289,9 +292,7 @@ class Daemon:
         except MigrationError as exc:
             raise StartupError(f"database migration failed: {one_line(exc)}") from None
         except psycopg.Error as exc:
-            raise StartupError(
-                f"database migration failed: {one_line(exc, self.config.secrets)}"
-            ) from None
+            raise StartupError(f"database migration failed: {one_line(exc)}") from None
         finally:
             conn.close()
         if applied:
@@ -312,9 +313,7 @@ class Daemon:
                 cfg.dsn, min_size=1, max_size=cfg.workers + 4, connect_timeout=5.0
             )
         except psycopg.Error as exc:
-            raise StartupError(
-                f"cannot open the connection pool: {one_line(exc, cfg.secrets)}"
-            ) from None
+            raise StartupError(f"cannot open the connection pool: {one_line(exc)}") from None
         self.store = store
 
     def _register(self, file: WorkflowFile) -> None:

@@ -31,7 +31,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from floxyd.config import redact
+from floxy_core.secrets import redact
 
 if TYPE_CHECKING:
     from floxy_core.model import JSON, Instance
@@ -265,9 +265,8 @@ class DatabaseGauges(Collector):
 class HealthCheck:
     """Pings PostgreSQL on a dedicated connection (never waits for a busy pool)."""
 
-    def __init__(self, dsn: str, secrets: tuple[str, ...], timeout: float = 5.0) -> None:
+    def __init__(self, dsn: str, timeout: float = 5.0) -> None:
         self._dsn = dsn
-        self._secrets = secrets
         self._timeout = timeout
         self._lock = threading.Lock()
         self._conn: Any = None
@@ -295,7 +294,7 @@ class HealthCheck:
                         self._conn.close()
                 self._conn = None
                 detail = " ".join(str(exc).split()) or type(exc).__name__
-                return redact(detail, self._secrets)
+                return redact(detail)
 
     def close(self) -> None:
         with self._lock:

@@ -9,9 +9,16 @@ Contract (DECISIONS.md "Bash handler environment", which wins over the reference
   as the reference did) runs as ``bash <file>``; anything else is an inline script run with
   ``set -e`` — single-line too, fixing the reference quirk. A path-looking ``exec`` that names no
   file fails with ``script file not found`` instead of being run as a command.
-* The child starts from the parent environment. ``INPUT`` holds the input as compact JSON and each
-  top-level field of an object input becomes an upper-cased variable, but a field never overrides
-  what the parent has, nor anything that changes how bash itself runs.
+* The child starts from the parent environment minus floxy's own settings and the database
+  credentials (every ``FLOXY_*``, ``PGPASSWORD``, ``PG_PASSWORD``, ``PGPASSFILE``). ``INPUT``
+  holds the input as compact JSON. A top-level field of an object input becomes an upper-cased
+  variable only when the handler allows that name (`InputEnv`): by default a name the script
+  itself spells out, so a field can never set a variable that only some program the script runs
+  reads (``PYTHONWARNINGS``, ``PERL5OPT``, ``NODE_OPTIONS``...). A field never overrides what the
+  parent has, nor anything that changes how bash itself runs.
+* Stdout and stderr are read in large chunks, waking at most every ``_COALESCE_S`` while small
+  writes trickle in, so a handler spewing to stderr costs floxy little CPU; stderr keeps its last
+  ``max_stderr_bytes`` behind a marker saying how much was cut.
 * Stdout must be exactly one JSON value. The script runs in its own session so that a timeout or a
   cancel kills the whole process group, grandchildren included.
 """
@@ -20,13 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import select
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from floxy_core import values
 from floxy_core.errors import HandlerError, HandlerTimeout, UnstorableValue
@@ -44,11 +52,33 @@ _SLICE_S = 0.05
 _EXIT_GRACE_S = 0.1
 """After bash exits, how long to keep reading pipes a background process still holds open."""
 
-_READ_CHUNK = 64 * 1024
+_READ_CHUNK = _MIB
+"""Reads take up to this much: what a pipe enlarged to `_PIPE_SIZE` can hold."""
+
+_PIPE_SIZE = _MIB
+"""Asked of the kernel for each pipe (Linux's default `pipe-max-size`), so that a pause of
+`_COALESCE_S` throttles a handler only past 50 MiB/s."""
+
+_COALESCE_S = 0.02
+"""After a read that emptied a pipe, wait this long (for the exit only) before reading again:
+a handler writing a few bytes at a time otherwise wakes floxy for each write."""
+
 _OUTPUT_PREVIEW = 500
 _STDERR_TAIL = 2000
+DEFAULT_MAX_STDERR_BYTES = _MIB
+"""How much of a call's stderr is kept: the tail, where errors are."""
 
 _VALID_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SCRIPT_READ_LIMIT = 4 * _MIB
+"""How much of a script file is searched for the names it uses."""
+
+_CREDENTIALS = frozenset({"PGPASSWORD", "PG_PASSWORD", "PGPASSFILE"})
+"""libpq's credentials: never the handler's, whoever started floxy with them."""
+
+InputEnv = bool | Collection[str]
+"""`input_env` of a bash handler: True (default) exports the fields the script names, False
+none, a list exactly the (upper-case) names listed."""
 
 _PROTECTED_NAMES = frozenset(
     {
@@ -143,6 +173,8 @@ class BashHandler:
         base_dir: str = ".",
         workdir: str | None = None,
         max_output_bytes: int = 16 * _MIB,
+        max_stderr_bytes: int = DEFAULT_MAX_STDERR_BYTES,
+        input_env: InputEnv = True,
         debug_log: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
@@ -152,6 +184,11 @@ class BashHandler:
         """Where the script runs: `workdir:` (relative to the YAML file), else the process's own
         working directory, as in the reference."""
         self.max_output_bytes = max_output_bytes
+        self.max_stderr_bytes = max_stderr_bytes
+        self.input_env: bool | frozenset[str] = (
+            input_env if isinstance(input_env, bool) else frozenset(input_env)
+        )
+        self._words_of: tuple[tuple[int, int], frozenset[str]] | None = None
         self._debug_log = debug_log
         # Resolved once: a PATH search per call would cost a few failed execve calls.
         self._bash = _which_bash()
@@ -160,6 +197,8 @@ class BashHandler:
         self.script_path: str | None = None
         if not self.inline:
             self.script_path = script or os.path.normpath(os.path.join(self.base_dir, self.exec))
+        else:
+            self._words_of = ((0, 0), frozenset(_WORD.findall(self.exec)))
 
     def __repr__(self) -> str:
         what = "inline" if self.inline else self.script_path
@@ -192,15 +231,23 @@ class BashHandler:
         return self._result(returncode, out, stderr)
 
     def _environment(self, ctx: StepContext, data: JSON, input_json: str) -> dict[str, str]:
-        """The child's environment: parent env, input fields that may not override, engine vars."""
-        env = dict(os.environ)
-        # Nothing may run before the script, and the flag only describes this call.
-        for name in ("BASH_ENV", "ENV", "FLOXY_COMPENSATION"):
+        """The child's environment: parent env without floxy's own, allowed input fields, engine
+        vars."""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("FLOXY_") and k not in _CREDENTIALS
+        }
+        # Nothing may run before the script.
+        for name in ("BASH_ENV", "ENV"):
             env.pop(name, None)
-        if isinstance(data, dict):
+        if isinstance(data, dict) and self.input_env is not False:
+            allowed = self._allowed_names()
             for key, value in data.items():
-                name = str(key).upper()
-                if name in env or _is_protected(name):
+                if not key.isascii():  # "ſ".upper() is "S": only ASCII names upper-case safely
+                    continue
+                name = key.upper()
+                if name not in allowed or name in env or _is_protected(name):
                     continue
                 if not _VALID_NAME.fullmatch(name):
                     continue
@@ -217,6 +264,24 @@ class BashHandler:
         if ctx.compensation:
             env["FLOXY_COMPENSATION"] = "true"
         return env
+
+    def _allowed_names(self) -> Collection[str]:
+        """The variable names input fields may set: listed, or the words of the script."""
+        if not isinstance(self.input_env, bool):
+            return self.input_env
+        if self.script_path is None:
+            assert self._words_of is not None
+            return self._words_of[1]
+        try:
+            info = os.stat(self.script_path)
+            key = (info.st_mtime_ns, info.st_size)
+            if self._words_of is None or self._words_of[0] != key:
+                with open(self.script_path, "rb") as f:
+                    text = f.read(_SCRIPT_READ_LIMIT).decode("utf-8", errors="replace")
+                self._words_of = (key, frozenset(_WORD.findall(text)))
+        except OSError:
+            return frozenset()  # bash reports the missing or unreadable file itself
+        return self._words_of[1]
 
     def _run(
         self, argv: list[str], env: dict[str, str], ctx: StepContext
@@ -263,21 +328,29 @@ class BashHandler:
         """Read both pipes until bash exits, without spinning; enforce caps, timeout, interrupt."""
         assert proc.stdout is not None and proc.stderr is not None
         out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
-        out, err = bytearray(), bytearray()
+        for fd in (out_fd, err_fd):
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        out, err = bytearray(), _Tail(self.max_stderr_bytes)
+        scratch = bytearray(_READ_CHUNK)
+        view = memoryview(scratch)
         cap = self.max_output_bytes
         poller = select.poll()
         poller.register(out_fd, select.POLLIN)
         poller.register(err_fd, select.POLLIN)
         open_pipes = 2
+        exit_poller = select.poll()
         try:
             # Becomes readable when bash exits, so the loop sleeps in poll() for everything.
             pidfd = os.pidfd_open(proc.pid)
             poller.register(pidfd, select.POLLIN)
+            exit_poller.register(pidfd, select.POLLIN)
         except (AttributeError, OSError):
             pidfd = -1
         timeout = ctx.timeout_s if ctx.timeout_s is not None and ctx.timeout_s > 0 else None
         deadline = None if timeout is None else time.monotonic() + timeout
         exited_at: float | None = None
+        pause = False
         try:
             while True:
                 now = time.monotonic()
@@ -286,16 +359,23 @@ class BashHandler:
                     raise HandlerError(
                         "script interrupted: instance cancelled",
                         retryable=False,
-                        stderr=_text(err),
+                        stderr=err.text(),
                     )
                 if deadline is not None and now >= deadline:
                     _kill_group(proc)
-                    raise HandlerTimeout(f"script timed out after {timeout:g}s", stderr=_text(err))
+                    raise HandlerTimeout(f"script timed out after {timeout:g}s", stderr=err.text())
                 if exited_at is not None and (open_pipes == 0 or now - exited_at >= _EXIT_GRACE_S):
                     # Pipes still open after the grace belong to a background process the script
                     # left behind; the step's result does not wait for it.
                     break
                 wait_s = _SLICE_S if deadline is None else min(_SLICE_S, deadline - now)
+                if pause and exited_at is None and pidfd >= 0:
+                    # Let small writes pile up in the pipe; the exit still wakes us at once.
+                    pause_ms = max(1, int(min(_COALESCE_S, wait_s) * 1000))
+                    if exit_poller.poll(pause_ms):
+                        poller.unregister(pidfd)
+                        exited_at = time.monotonic()
+                pause = False
                 if open_pipes == 0 and pidfd < 0:
                     try:
                         proc.wait(wait_s)
@@ -308,28 +388,29 @@ class BashHandler:
                         poller.unregister(pidfd)
                         exited_at = time.monotonic()
                         continue
-                    chunk = os.read(fd, _READ_CHUNK)
-                    if not chunk:
+                    n = os.readv(fd, [scratch])  # no 1 MiB allocation per read
+                    if not n:
                         poller.unregister(fd)
                         open_pipes -= 1
-                    elif fd == out_fd:
+                        continue
+                    pause = pause or n < _READ_CHUNK
+                    chunk = view[:n]
+                    if fd == out_fd:
                         out += chunk
                         if len(out) > cap:
                             _kill_group(proc)
                             raise HandlerError(
                                 f"script output exceeds {_format_size(cap)} limit",
-                                stderr=_text(err),
+                                stderr=err.text(),
                             )
                     else:
-                        err += chunk
-                        if len(err) > cap:
-                            del err[: len(err) - cap]  # keep the tail: that is where errors are
+                        err.add(chunk)
                 if pidfd < 0 and exited_at is None and open_pipes > 0 and proc.poll() is not None:
                     exited_at = time.monotonic()
         finally:
             if pidfd >= 0:
                 os.close(pidfd)
-        return proc.wait(), bytes(out), bytes(err)
+        return proc.wait(), bytes(out), err.value()
 
     def _result(self, returncode: int, out: bytes, stderr: str) -> JSON:
         """Turn a finished run into the step output, or the error the reference would give."""
@@ -367,8 +448,30 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _text(buf: bytearray) -> str:
-    return buf.decode("utf-8", errors="replace")
+class _Tail:
+    """The last `limit` bytes of a stream, trimmed in amortised O(1), with a marker when cut."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buf = bytearray()
+        self.cut = 0
+
+    def add(self, chunk: bytes | memoryview) -> None:
+        self.buf += chunk
+        if len(self.buf) > 2 * self.limit:  # trim rarely: a spewing handler costs one copy per cap
+            drop = len(self.buf) - self.limit
+            del self.buf[:drop]
+            self.cut += drop
+
+    def value(self) -> bytes:
+        extra = max(0, len(self.buf) - self.limit)
+        cut = self.cut + extra
+        if not cut:
+            return bytes(self.buf)
+        return f"[floxy: {cut} earlier bytes of stderr cut]\n".encode() + self.buf[extra:]
+
+    def text(self) -> str:
+        return self.value().decode("utf-8", errors="replace")
 
 
 def _which_bash() -> str:

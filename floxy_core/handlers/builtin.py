@@ -19,11 +19,13 @@ def build_bash(spec: HandlerSpec, ctx: BuildContext) -> Handler:
     from floxy_core.handlers.bash import BashHandler
 
     workdir = spec.config.get("workdir")
+    input_env = spec.config.get("input_env", True)
     return BashHandler(
         spec.name,
         spec.exec or "",
         base_dir=spec.base_dir,
         workdir=workdir if isinstance(workdir, str) else None,
+        input_env=input_env if isinstance(input_env, bool) else tuple(input_env),
         debug_log=ctx.debug_log,
     )
 

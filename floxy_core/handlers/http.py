@@ -8,7 +8,14 @@ Contract (spec §15.2, with the changes the port makes on purpose):
   reference, where it was all the server saw. The same engine fields travel as ``X-Floxy-*``
   headers so that a server can deduplicate without parsing the body.
 * The call is bounded by the step timeout, else ``default_timeout_s``: the handler's own
-  ``timeout`` from the YAML, else the reference's fixed 30 s.
+  ``timeout`` from the YAML, else the reference's fixed 30 s. The bound is a wall-clock deadline
+  for the whole call (connect, TLS, sending, headers, body, redirects): every socket operation
+  waits at most what is left of it (`_DeadlineBackend`), so a server trickling its headers a
+  byte at a time cannot hold a worker past the timeout.
+* Credentials stay with their origin: ``${NAME}`` in the URL is replaced from the environment at
+  call time (an unset name fails the call); the expanded URL is used for the request only. The
+  URL is shown (errors, ``-D`` output, ``metadata.exec`` in the body) with its password masked,
+  and an ``Authorization`` header never follows a redirect to another origin.
 * Errors say whether a retry may help: a 4xx other than 408/425/429 is the server refusing the
   request, so it is not retried; transport errors, timeouts and 5xx are. 429/503 carry the parsed
   ``Retry-After`` on `HttpStatusError` for the engine's back-off.
@@ -19,20 +26,25 @@ Contract (spec §15.2, with the changes the port makes on purpose):
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from floxy_core import __version__, values
 from floxy_core.errors import HandlerError, HandlerTimeout, UnstorableValue
 from floxy_core.model import JSON, TLSConfig
 from floxy_core.ports import StepContext
+from floxy_core.secrets import redact
 
 if TYPE_CHECKING:
     import ssl
 
+    import httpcore
     import httpx
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_TIMEOUT_S", "HttpHandler", "HttpStatusError"]
@@ -108,19 +120,36 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - current)
 
 
-def _safe_url(url: str) -> str:
-    """`url` without a password, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username or ''}:***@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+"""`${NAME}` in a URL: replaced from the environment at call time, never stored expanded."""
+
+
+def url_references(url: str) -> list[str]:
+    """The environment variables a URL refers to with `${NAME}`."""
+    return _REFERENCE.findall(url)
+
+
+def _expand(url: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
+    """`url` with its references replaced, and the values put in (kept out of messages)."""
+    values: list[str] = []
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise HandlerError(
+                f"the URL {redact(url)} refers to ${{{name}}}, which is not set in the "
+                "environment of this process",
+                retryable=False,
+            )
+        values.append(env[name])
+        return env[name]
+
+    return _REFERENCE.sub(value, url), values
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, url.port or default
 
 
 def _preview(body: bytes, limit: int = _BODY_PREVIEW) -> str:
@@ -219,9 +248,10 @@ class HttpHandler:
         self.default_timeout_s = default_timeout_s
         self.max_body_bytes = max_body_bytes
         self._debug_log = debug_log
-        self._shown_url = _safe_url(self.url)
+        self._shown_url = redact(self.url)
         try:
-            parsed = httpx.URL(self.url)
+            # `${NAME}` is checked after expansion, per call; here it stands for a plain word.
+            parsed = httpx.URL(_REFERENCE.sub("x", self.url))
         except (httpx.InvalidURL, TypeError, ValueError) as exc:
             raise HandlerError(f"invalid URL {self._shown_url!r}: {exc}", retryable=False) from exc
         if parsed.scheme not in ("http", "https") or not parsed.host:
@@ -237,7 +267,9 @@ class HttpHandler:
             verify=verify,
             follow_redirects=True,
             headers={"User-Agent": f"floxy/{__version__}"},
+            event_hooks={"request": [_strip_foreign_authorization]},
         )
+        _honour_deadline(self._client)
 
     def __repr__(self) -> str:
         return f"HttpHandler({self.name!r}, {self._shown_url!r})"
@@ -264,6 +296,7 @@ class HttpHandler:
 
         if ctx.interrupt.is_set():
             raise HandlerError("HTTP request not sent: instance cancelled", retryable=False)
+        url, values = _expand(self.url, os.environ) if "${" in self.url else (self.url, [])
         body = self._request_body(ctx, data)
         debug = self._debug_log if ctx.debug else None
         if debug is not None:
@@ -283,9 +316,15 @@ class HttpHandler:
             b"X-Floxy-Idempotency-Key": ctx.idempotency_key.encode("utf-8"),
             b"X-Floxy-Retry-Count": str(ctx.retry_count).encode("ascii"),
         }
+        _deadline.at = deadline
         try:
             with self._client.stream(
-                "POST", self.url, content=body, headers=headers, timeout=httpx.Timeout(timeout)
+                "POST",
+                url,
+                content=body,
+                headers=headers,
+                timeout=httpx.Timeout(timeout),
+                extensions={"floxy_origin": _origin(httpx.URL(url))},
             ) as response:
                 status = response.status_code
                 ok = 200 <= status < 300
@@ -296,9 +335,12 @@ class HttpHandler:
                 f"HTTP request to {self._shown_url} timed out after {timeout:g}s"
             ) from exc
         except httpx.HTTPError as exc:  # connection refused, TLS failure, protocol error...
-            raise HandlerError(
-                f"HTTP request to {self._shown_url} failed: {exc or type(exc).__name__}"
-            ) from exc
+            text = redact(str(exc))
+            if not text or any(v and v in text for v in values):  # never show what ${NAME} held
+                text = type(exc).__name__
+            raise HandlerError(f"HTTP request to {self._shown_url} failed: {text}") from exc
+        finally:
+            _deadline.at = None
         if debug is not None:
             debug(
                 f"[DEBUG] handler '{self.name}' response: HTTP {status} "
@@ -317,6 +359,8 @@ class HttpHandler:
             "retry_count": ctx.retry_count,
         }
         metadata.update(_plain(ctx.metadata))
+        if isinstance(metadata.get("exec"), str):  # a definition stored before masking existed
+            metadata["exec"] = redact(metadata["exec"])
         try:
             text = values.dumps({"metadata": metadata, "data": data})
         except (TypeError, ValueError) as exc:
@@ -394,3 +438,118 @@ def _plain_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain_value(v) for v in value]
     return value
+
+
+# -- the wall-clock deadline ---------------------------------------------------------------------
+
+
+class _Deadline(threading.local):
+    """`time.monotonic()` by which the calling thread's HTTP call must end; None outside one.
+
+    httpx's sync client does every socket operation in the calling thread, so a thread-local is
+    exactly "the call this socket operation serves".
+    """
+
+    at: float | None = None
+
+
+_deadline = _Deadline()
+
+
+def _left(timeout: float | None, expired: type[Exception]) -> float | None:
+    """`timeout` cut to what is left of the call's deadline; `expired` once nothing is left."""
+    at = _deadline.at
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise expired("the call's deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+def _honour_deadline(client: httpx.Client) -> None:
+    """Make every socket of `client` (proxies from the environment included) honour `_deadline`.
+
+    httpx times each socket operation separately, so a server sending one header byte per
+    second never trips a 2 s timeout. httpcore's pools take a network backend for exactly this
+    kind of wrapping, but httpx does not expose it: the backend of each pool httpx built is
+    replaced, which keeps httpx's TLS and proxy set-up exactly as it is.
+    """
+    transports = [client._transport, *client._mounts.values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        if pool is None and transport is not None:
+            raise HandlerError(f"unsupported httpx transport {type(transport).__name__}")
+        if pool is not None:
+            if not hasattr(pool, "_network_backend"):
+                raise HandlerError(f"unsupported httpcore pool {type(pool).__name__}")
+            pool._network_backend = _network_classes()[1](pool._network_backend)
+
+
+@functools.cache
+def _network_classes() -> tuple[type[Any], type[Any]]:
+    """The deadline-honouring stream and backend, built once httpcore is imported."""
+    import httpcore
+
+    class Stream(httpcore.NetworkStream):
+        def __init__(self, inner: httpcore.NetworkStream) -> None:
+            self._inner = inner
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+        def close(self) -> None:
+            self._inner.close()
+
+        def start_tls(
+            self,
+            ssl_context: ssl.SSLContext,
+            server_hostname: str | None = None,
+            timeout: float | None = None,
+        ) -> httpcore.NetworkStream:
+            left = _left(timeout, httpcore.ConnectTimeout)
+            return Stream(self._inner.start_tls(ssl_context, server_hostname, left))
+
+        def get_extra_info(self, info: str) -> Any:
+            return self._inner.get_extra_info(info)
+
+    class Backend(httpcore.NetworkBackend):
+        def __init__(self, inner: httpcore.NetworkBackend) -> None:
+            self._inner = inner
+
+        def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,
+            local_address: str | None = None,
+            socket_options: Any = None,
+        ) -> httpcore.NetworkStream:
+            left = _left(timeout, httpcore.ConnectTimeout)
+            return Stream(self._inner.connect_tcp(host, port, left, local_address, socket_options))
+
+        def connect_unix_socket(
+            self, path: str, timeout: float | None = None, socket_options: Any = None
+        ) -> httpcore.NetworkStream:
+            left = _left(timeout, httpcore.ConnectTimeout)
+            return Stream(self._inner.connect_unix_socket(path, left, socket_options))
+
+        def sleep(self, seconds: float) -> None:
+            self._inner.sleep(seconds)
+
+    return Stream, Backend
+
+
+def _strip_foreign_authorization(request: httpx.Request) -> None:
+    """No `Authorization` to another origin than the handler's URL, whatever redirects say.
+
+    httpx drops it on a cross-origin redirect already; this holds whatever httpx version runs.
+    """
+    import httpx
+
+    origin = request.extensions.get("floxy_origin")
+    if origin is not None and _origin(httpx.URL(str(request.url))) != origin:
+        request.headers.pop("Authorization", None)

@@ -23,6 +23,7 @@ from floxy_core.model import (
     WorkflowDefinition,
     WorkflowFile,
 )
+from floxy_core.secrets import redact
 from floxy_core.spec.document import RETRY_STRATEGIES, Document, expression_key
 
 
@@ -106,7 +107,8 @@ def _options(raw: Mapping[str, Any], handler: str, handlers: Mapping[str, Handle
     metadata: dict[str, Any] = {}
     spec = handlers.get(handler)
     if spec is not None and spec.exec is not None:
-        metadata["exec"] = spec.exec
+        # Stored with the definition and sent in HTTP request bodies: never a URL's password.
+        metadata["exec"] = redact(spec.exec)
     metadata.update(raw.get("metadata") or {})
     strategy = raw.get("retry_strategy") or "fixed"
     if strategy not in RETRY_STRATEGIES:  # the loader warned: the reference takes it as fixed

@@ -28,6 +28,7 @@ from floxy_core.durations import MAX_DURATION_MS, parse_duration_ms
 from floxy_core.errors import ConditionError, InputError, SpecError, ValidationError
 from floxy_core.records import record
 from floxy_core.resources import schema_path
+from floxy_core.spec.cache import script_exists, script_file, url_references
 from floxy_core.spec.document import (
     RETRY_STRATEGIES,
     Document,
@@ -127,7 +128,7 @@ def load_document(text: str, path: str = "<string>", *, require_handlers: bool =
     except RecursionError:  # unreachable within MAX_DEPTH; a guard, not a feature
         errors.append(SpecError(path, 1, 1, "", "document nested too deeply to validate"))
         raise ValidationError(errors) from None
-    _Semantics(doc, errors, warns if not require_handlers else errors).run()
+    _Semantics(doc, errors, warns if not require_handlers else errors, warns).run()
     errors.extend(
         doc.error(at, f"must be at most {_MAX_DURATION}, got {_show(value)}")
         for at, value in _long_durations(data)
@@ -559,10 +560,17 @@ class _Name:
 class _Semantics:
     """Walks flows defensively: anything of the wrong shape was reported by the schema."""
 
-    def __init__(self, doc: Document, errors: list[SpecError], missing: list[SpecError]) -> None:
+    def __init__(
+        self,
+        doc: Document,
+        errors: list[SpecError],
+        missing: list[SpecError],
+        warnings: list[SpecError],
+    ) -> None:
         self.doc = doc
         self.errors = errors
         self.missing = missing  # undeclared handlers: errors, or warnings for the daemon
+        self.warnings = warnings
         self.handlers: dict[str, Pos] = {}
         self.names: dict[str, _Name] = {}
         self.compensations: dict[str, tuple[PathT, Any]] = {}
@@ -573,6 +581,8 @@ class _Semantics:
         for i, h in _items(handlers):
             if isinstance(h, dict) and isinstance(h.get("name"), str) and h["name"]:
                 self._declare_handler(h["name"], ("handlers", i, "name"))
+            if isinstance(h, dict) and isinstance(h.get("exec"), str):
+                self._exec(h, ("handlers", i, "exec"))
         seen_flows: dict[tuple[str, int], Pos] = {}
         for i, flow in _items(data.get("flows")):
             if not isinstance(flow, dict):
@@ -602,6 +612,60 @@ class _Semantics:
         first = self.handlers.setdefault(name, pos)
         if first != pos:
             self._err(path, f'duplicate handler "{name}" (first declared at {_fmt(first)})')
+
+    def _exec(self, handler: dict[str, Any], path: PathT) -> None:
+        """What would otherwise fail only when called, mid-saga: a misspelt URL scheme, a URL
+        that does not parse, a script file that is not there. Errors for `validate` and `run`,
+        warnings for floxyd (as for undeclared handlers). An unset `${NAME}` in a URL is always a
+        warning: the daemon that runs the handler has its own environment."""
+        import re
+        from urllib.parse import urlsplit
+
+        text = handler["exec"].strip()
+        kind = handler.get("type")
+        single = bool(text) and not any(c.isspace() for c in text)
+        scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+        if kind is None and single and scheme and scheme.group(1).lower() not in ("http", "https"):
+            self.missing.append(
+                self.doc.error(
+                    path,
+                    f'unsupported URL scheme "{scheme.group(1)}" (expected http:// or https://)',
+                )
+            )
+            return
+        if kind == "http" or (kind is None and scheme is not None and single):
+            references = url_references(text)
+            try:
+                parts = urlsplit(re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", "x", text))
+                ok = single and parts.scheme in ("http", "https") and bool(parts.hostname)
+                _ = parts.port  # a port that is not a number raises ValueError
+            except ValueError:
+                ok = False
+            if not ok:
+                self.missing.append(
+                    self.doc.error(path, "invalid URL: expected http:// or https:// with a host")
+                )
+            for name in references:
+                if name not in os.environ:
+                    self.warnings.append(
+                        self.doc.error(
+                            path,
+                            f"${{{name}}} is not set in this environment; the process that "
+                            "calls this handler must have it",
+                        )
+                    )
+            return
+        if kind not in (None, "bash"):
+            return
+        if not script_file(text):
+            return
+        base = os.path.dirname(os.path.abspath(self.doc.path)) if self.doc.path else "."
+        if not script_exists(text, base):
+            self.missing.append(
+                self.doc.error(
+                    path, f"script file not found: {os.path.normpath(os.path.join(base, text))}"
+                )
+            )
 
     def _use_handler(self, name: Any, path: PathT, *, implicit: bool = False) -> None:
         if isinstance(name, str) and name and name not in self.handlers:

@@ -520,9 +520,10 @@ def test_wrong_database_through_the_real_server_hides_the_password(pg_cluster: C
     assert SECRET not in result.stdout + result.stderr
 
 
-def test_scrub_hides_every_spelling_of_the_password() -> None:
+def test_scrub_masks_passwords_by_structure() -> None:
+    """The password of a URL or conninfo is masked; the same letters elsewhere are left alone."""
     from floxyctl.db import DbSettings
 
-    settings = DbSettings(conninfo="", password="p@ss word", where="h:5432/db")
-    text = "a p@ss word b\n\tc p%40ss%20word d p%40ss+word"
-    assert settings.scrub(text) == "a *** b c *** d ***"
+    settings = DbSettings(conninfo="", where="h:5432/db")
+    text = "e: postgresql://u:p%40ss@h/db\n\tpassword='p ss' e ?password=x&a=1"
+    assert settings.scrub(text) == "e: postgresql://u:***@h/db password=*** e ?password=***&a=1"

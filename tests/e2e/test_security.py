@@ -176,20 +176,8 @@ def env_dump_script() -> str:
     return ENV_DUMP.format(env=shutil.which("env") or "/usr/bin/env", jq=jq)
 
 
-@pytest.mark.parametrize("kind", ["inline", "file"])
-def test_input_cannot_change_the_bash_environment(tmp_path: Path, kind: str) -> None:
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    evil = tmp_path / "evil.sh"
-    evil.write_text(f'touch "{markers}/sourced-$$"\n')
-    script = env_dump_script()
-    (tmp_path / "dump.sh").write_text(script + "\n")
-    exec_line = json.dumps(script) if kind == "inline" else "./dump.sh"
-    (tmp_path / "flow.yaml").write_text(
-        f"handlers:\n  - name: dump\n    exec: {exec_line}\n"
-        "flows:\n  - name: f\n    steps:\n      - {name: dump, handler: dump, max_retries: 0}\n"
-    )
-    hostile: dict[str, Any] = {
+def _hostile_fields(tmp_path: Path, markers: Path, evil: Path) -> dict[str, Any]:
+    return {
         "path": "/nonexistent/evil-bin",
         "Path": "/nonexistent/evil-bin-2",
         "home": "/nonexistent/evil-home",
@@ -222,6 +210,24 @@ def test_input_cannot_change_the_bash_environment(tmp_path: Path, kind: str) -> 
         "plain_field": "kept",
         "number_field": 42,
     }
+
+
+@pytest.mark.parametrize("kind", ["inline", "file"])
+def test_input_cannot_change_the_bash_environment(tmp_path: Path, kind: str) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    evil = tmp_path / "evil.sh"
+    evil.write_text(f'touch "{markers}/sourced-$$"\n')
+    hostile = _hostile_fields(tmp_path, markers, evil)
+    # The script names every field (a comment), so that the guards behind the allow-list are what
+    # keeps these variables out (the allow-list itself: test_input_never_runs_code_through_*).
+    script = env_dump_script() + " # " + " ".join(sorted(k.upper() for k in hostile))
+    (tmp_path / "dump.sh").write_text(script + "\n")
+    exec_line = json.dumps(script) if kind == "inline" else "./dump.sh"
+    (tmp_path / "flow.yaml").write_text(
+        f"handlers:\n  - name: dump\n    exec: {exec_line}\n"
+        "flows:\n  - name: f\n    steps:\n      - {name: dump, handler: dump, max_retries: 0}\n"
+    )
     parent = clean_env(
         BASH_ENV=str(evil),  # even a hostile parent BASH_ENV/ENV must not run before the script
         ENV=str(evil),
@@ -261,6 +267,43 @@ def test_input_cannot_change_the_bash_environment(tmp_path: Path, kind: str) -> 
     # Ordinary fields are still exported: the guard is not "export nothing".
     assert child["PLAIN_FIELD"] == "kept"
     assert child["NUMBER_FIELD"] == "42"
+
+
+@pytest.mark.parametrize("program", ["python3", "perl", "node"])
+def test_input_never_runs_code_through_the_programs_a_script_calls(
+    tmp_path: Path, program: str
+) -> None:
+    """The issue's attacks through `floxyctl run`: scripts that only pass $INPUT to python3,
+    perl or node, and input fields alone that made those programs run `id`."""
+    from tests.integration.test_bash_hardening import attacks
+
+    if program == "node" and not shutil.which("node"):
+        pytest.skip("node is not installed")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    script, fields = attacks(markers)[program]
+    (tmp_path / "flow.yaml").write_text(
+        json.dumps(
+            {
+                "handlers": [{"name": "h", "exec": script}],
+                "flows": [{"name": "f", "steps": [{"name": "h", "max_retries": 0}]}],
+            }
+        )
+    )
+    data = {"order": 1, **fields}
+    result = ctl(
+        "run",
+        "-f",
+        str(tmp_path / "flow.yaml"),
+        "--output",
+        "json",
+        env=clean_env(),
+        stdin=json.dumps(data).encode(),
+        cwd=tmp_path,
+    )
+    assert result.code == 0, result
+    assert json.loads(result.stdout)["output"] == data
+    assert list(markers.iterdir()) == [], f"input fields ran `id` through {program}"
 
 
 # ================================================================================================

@@ -951,7 +951,7 @@ def test_yaml_and_builder_give_the_same_graph() -> None:
 def test_content_hash_ignores_where_handlers_live() -> None:
     moved = compile_yaml(EVERYTHING)
     other = load_workflow_text(
-        HANDLERS.replace('"echo {}"', '"./scripts/x.sh"') + EVERYTHING, "wf.yaml"
+        HANDLERS.replace('"echo {}"', '"https://svc.example/x"') + EVERYTHING, "wf.yaml"
     ).flows[0]
     assert moved.content_hash == other.content_hash
     assert moved.steps["finish"].metadata["exec"] != other.steps["finish"].metadata["exec"]
