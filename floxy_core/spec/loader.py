@@ -20,6 +20,7 @@ import functools
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -370,10 +371,13 @@ class _Converter:
         return out
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _text(value: str) -> str:
     """YAML `\\uD83D\\uDE80` escapes arrive as two surrogates: join them into one character
     (as PostgreSQL's jsonb does), and make a lone surrogate U+FFFD so every name is valid text."""
-    if not any("\ud800" <= ch <= "\udfff" for ch in value):
+    if not _SURROGATE.search(value):
         return value
     return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 

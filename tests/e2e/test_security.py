@@ -20,6 +20,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -67,6 +68,9 @@ class Result:
     stdout: str
     stderr: str
     elapsed: float
+    cpu: float = 0.0
+    """CPU seconds of the process (where measured): unlike `elapsed`, the machine's load does
+    not change it, so a bound on it catches a parser that loops, not a busy CI host."""
 
     def __str__(self) -> str:
         return (
@@ -358,13 +362,16 @@ def _condition_yaml(expr: str) -> str:
 def condition_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Result, Path]]:
     root = tmp_path_factory.mktemp("conditions")
     marker = root / "marker"
-    calls: dict[str, Callable[[], Result]] = {}
-    for name, expr in CONDITIONS.items():
+    results: dict[str, tuple[Result, Path]] = {}
+    for name, expr in CONDITIONS.items():  # one at a time: each child's CPU time is measured
         path = root / f"{name}.yaml"
         path.write_text(_condition_yaml(expr.replace("{marker}", str(marker))))
-        calls[name] = lambda path=path: ctl("validate", "-f", str(path), env=clean_env(), cwd=root)
-    results = in_parallel(calls)
-    return {name: (result, marker) for name, result in results.items()}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = ctl("validate", "-f", str(path), env=clean_env(), cwd=root)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result.cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        results[name] = (result, marker)
+    return results
 
 
 @pytest.mark.parametrize("name", list(CONDITIONS))
@@ -375,7 +382,7 @@ def test_condition_is_rejected_quickly(
     assert result.code == 2, result
     assert "invalid condition" in result.stderr, result
     assert "Traceback" not in result.stderr, result
-    assert result.elapsed < 5, f"validate took {result.elapsed:.1f}s (bound: 5s)\n{result}"
+    assert result.cpu < 5, f"validate used {result.cpu:.1f}s of CPU (bound: 5s)\n{result}"
     assert not marker.exists(), "the condition ran code"
 
 
