@@ -91,11 +91,11 @@ def before_compensation(row: StepRecord) -> StepStatus:
     return StepStatus.FAILED
 
 
-def _order_key(tx: Transition, row: StepRecord) -> tuple[bool, bool, float, int]:
-    """The step that failed the instance first, then the other failed or interrupted ones, then
-    newest completion first (ids break same-instant ties)."""
+def _order_key(tx: Transition, row: StepRecord) -> tuple[bool, float, int]:
+    """The step that failed the instance first, then newest end of call first (an interrupted
+    call ends with the stop); ids break same-instant ties."""
     failing = row.error is not None and row.error == tx.instance.error
-    return (failing, row.error is not None, round(row.completed_at or 0.0, 6), row.id)
+    return (failing, round(row.completed_at or 0.0, 6), row.id)
 
 
 def advance(tx: Transition) -> None:
