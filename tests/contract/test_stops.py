@@ -217,10 +217,10 @@ def test_a_no_idempotent_compensation_is_called_once(harness: Any) -> None:
     h.handlers.failing("b")
     h.handlers.failing("undo_a")
     wf = (
-        Builder("ni", max_retries=0)
+        Builder("ni")  # the default max_retries (3) applies to the compensation too
         .step("a")
         .on_failure("undo_a", options=Options(no_idempotent=True))
-        .step("b")
+        .step("b", options=Options(max_retries=0))
         .build()
     )
     iid = h.run(wf)
