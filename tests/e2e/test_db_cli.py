@@ -44,14 +44,6 @@ flows:
     steps:
       - {name: charge, handler: charge, max_retries: 0}
       - {name: ship, handler: ship}
-  - name: pair
-    dlq: true
-    steps:
-      - type: parallel
-        name: p
-        tasks:
-          - {name: x, handler: x, max_retries: 0}
-          - {name: y, handler: y, max_retries: 0}
 """
 _DB_VARS = ("FLOXY_DSN", "PG_PASSWORD", "PGPASSWORD", "PGHOST", "PGPORT", "PGDATABASE")
 
@@ -431,9 +423,24 @@ def test_dlq_list_and_requeue(db: str, store: PostgresStore, tmp_path: Path) -> 
     )
 
 
+PAIR = """\
+flows:
+  - name: pair
+    dlq: true
+    steps:
+      - type: parallel
+        name: p
+        tasks:
+          - {name: x, handler: x, max_retries: 0}
+          - {name: y, handler: y, max_retries: 0}
+"""
+
+
 def test_requeue_resumes_the_sibling_records_and_a_stale_one_is_a_clear_error(
-    db: str, store: PostgresStore
+    db: str, store: PostgresStore, tmp_path: Path
 ) -> None:
+    (tmp_path / "pair.yaml").write_text(PAIR)
+    ok("register", "-f", str(tmp_path / "pair.yaml"), dsn=db)
     calls: list[str] = []
 
     def x(ctx: StepContext, data: Any) -> Any:
