@@ -116,8 +116,8 @@ class Builder:
         return self
 
     def save_point(self, name: str) -> Builder:
-        """A marker: a later failure rolls back only to here (in a fork branch: a failure in
-        that branch, or after its join)."""
+        """A marker: a later failure rolls back only to here. Not inside a fork or parallel
+        branch: a partial rollback of one of several concurrent branches has no clear meaning."""
         self._link(StepDefinition(name=name, type=StepType.SAVE_POINT))
         return self
 
@@ -183,6 +183,12 @@ class Builder:
                 self._errors.append(f"fork {name!r}: branch {index} has no steps")
                 continue
             self._errors.extend(sub._errors)
+            self._errors.extend(
+                f"savepoint {s.name!r} is inside a branch of fork {name!r}: a savepoint may not "
+                "be placed inside a fork or parallel branch"
+                for s in sub._steps.values()
+                if s.type is StepType.SAVE_POINT
+            )
             starts.append(sub._start)
             built.append(sub)
         self._link(StepDefinition(name=name, type=StepType.FORK, parallel=tuple(starts)))

@@ -169,26 +169,33 @@ class Runtime:
     # -- workers ----------------------------------------------------------------------------
 
     def run_once(self, worker: str) -> bool:
-        """Claim and process one queue item. False when nothing was due or while draining."""
+        """Claim and process one queue item (at most one handler call), so that a library user
+        can step an instance and cancel between steps. False when nothing was due or while
+        draining."""
+        return self._run(worker, chain=False)
+
+    def _run(self, worker: str, *, chain: bool) -> bool:
         with self._idle:
             if self._draining.is_set():
                 return False
             self._inflight += 1
         try:
-            return self._claim_and_run(worker)
+            return self._claim_and_run(worker, chain)
         finally:
             with self._idle:
                 self._inflight -= 1
                 self._idle.notify_all()
 
-    def _claim_and_run(self, worker: str) -> bool:
+    def _claim_and_run(self, worker: str, chain: bool) -> bool:
+        """With `chain` (the worker threads), go on with the instance the worker holds: the
+        next step it can run at once is claimed in the same transaction (`Engine.chain`)."""
         names = set(self.handlers) if self.distributed else None
 
         def decide(tx: Transition, item: QueueItem) -> _Claimed:
             work = self.engine.claim(tx, item, worker, names)
-            if work is None:  # e.g. a step that needed no handler ran here: go on from there
+            if work is None and chain:  # e.g. a step that needed no handler ran here
                 return self.engine.chain(tx, worker, self.handlers.keys())
-            return work, item
+            return None if work is None else (work, item)
 
         claimed, result, hooks = self.store.claim(
             self.clock.now(), self.engine.config.aging_rate, decide
@@ -198,10 +205,10 @@ class Runtime:
         work = _committed(result)
         self._fire(hooks)
         while work is not None:
-            work = self._execute(work)
+            work = self._execute(work, chain)
         return True
 
-    def _execute(self, work: Work) -> Work | None:
+    def _execute(self, work: Work, chain: bool) -> Work | None:
         """Call the handler and record its outcome; the next call chained to it, if any."""
         handler = self.handlers.get(work.handler)
         interrupt = threading.Event()
@@ -212,9 +219,9 @@ class Runtime:
         finally:
             with self._running_lock:
                 self._running.pop(work.item_id, None)
-        return self._record(work, outcome)
+        return self._record(work, outcome, chain)
 
-    def _record(self, work: Work, outcome: Outcome) -> Work | None:
+    def _record(self, work: Work, outcome: Outcome, chain: bool) -> Work | None:
         """Apply a handler's outcome, retrying through a short store outage: dropping it would
         run the step again after the lease (or fail a no_idempotent step for nothing).
 
@@ -224,7 +231,7 @@ class Runtime:
 
         def decide(tx: Transition) -> _Claimed:
             self.engine.apply(tx, work, outcome)
-            if self._draining.is_set() or self._stop.is_set():
+            if not chain or self._draining.is_set() or self._stop.is_set():
                 return None
             return self.engine.chain(tx, work.worker, self.handlers.keys())
 
@@ -354,7 +361,7 @@ class Runtime:
     def _worker(self, name: str) -> None:
         while not self._stop.is_set():
             try:
-                busy = self.run_once(name)
+                busy = self._run(name, chain=True)
                 if not busy and not self._stop.is_set():
                     self.store.wait_for_work(self._idle_wait())
                 self._store_recovered()

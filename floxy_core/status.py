@@ -28,6 +28,10 @@ class StepStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"
+    """Stopped before its handler (or its kind of step) started: nothing to undo."""
+    INTERRUPTED = "interrupted"
+    """A stop (sibling failure, cancel, abort, timeout of the instance) met its started call: its
+    outcome counts as unknown, so a rollback compensates it once the call has ended."""
     COMPENSATION = "compensation"
     ROLLED_BACK = "rolled_back"
     WAITING_DECISION = "waiting_decision"
@@ -52,7 +56,7 @@ INSTANCE_TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
     _I.RUNNING: frozenset(
         {_I.COMPLETED, _I.FAILED, _I.ROLLING_BACK, _I.CANCELLING, _I.CANCELLED, _I.ABORTED, _I.DLQ}
     ),
-    _I.ROLLING_BACK: frozenset({_I.FAILED, _I.DLQ, _I.CANCELLING, _I.ABORTED}),
+    _I.ROLLING_BACK: frozenset({_I.FAILED, _I.DLQ, _I.ABORTED}),
     _I.CANCELLING: frozenset({_I.CANCELLED, _I.FAILED, _I.ABORTED}),
     _I.DLQ: frozenset({_I.RUNNING, _I.CANCELLING, _I.CANCELLED, _I.ABORTED, _I.FAILED}),
     _I.COMPLETED: frozenset(),
@@ -63,18 +67,21 @@ INSTANCE_TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
 """Legal instance transitions. Unlike the reference, a terminal instance never changes again."""
 
 STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
-    _S.PENDING: frozenset({_S.RUNNING, _S.SKIPPED, _S.PAUSED, _S.FAILED, _S.COMPLETED}),
+    _S.PENDING: frozenset(
+        {_S.RUNNING, _S.SKIPPED, _S.PAUSED, _S.FAILED, _S.COMPLETED, _S.INTERRUPTED}
+    ),
     _S.RUNNING: frozenset(
-        {_S.COMPLETED, _S.FAILED, _S.PENDING, _S.PAUSED, _S.SKIPPED, _S.WAITING_DECISION}
+        {_S.COMPLETED, _S.FAILED, _S.PENDING, _S.PAUSED, _S.INTERRUPTED, _S.WAITING_DECISION}
     ),
-    _S.FAILED: frozenset(
-        {_S.RUNNING, _S.PENDING, _S.COMPENSATION, _S.ROLLED_BACK, _S.SKIPPED, _S.PAUSED}
-    ),
+    _S.FAILED: frozenset({_S.RUNNING, _S.PENDING, _S.COMPENSATION, _S.ROLLED_BACK, _S.PAUSED}),
     _S.COMPLETED: frozenset({_S.COMPENSATION, _S.ROLLED_BACK}),
-    _S.COMPENSATION: frozenset({_S.COMPENSATION, _S.ROLLED_BACK, _S.FAILED, _S.COMPLETED}),
+    _S.INTERRUPTED: frozenset({_S.COMPENSATION, _S.ROLLED_BACK}),
+    _S.COMPENSATION: frozenset(
+        {_S.COMPENSATION, _S.ROLLED_BACK, _S.FAILED, _S.COMPLETED, _S.INTERRUPTED}
+    ),
     _S.WAITING_DECISION: frozenset({_S.COMPLETED, _S.REJECTED, _S.SKIPPED, _S.CONFIRMED}),
     _S.CONFIRMED: frozenset({_S.COMPLETED}),
-    _S.PAUSED: frozenset({_S.PENDING, _S.SKIPPED}),
+    _S.PAUSED: frozenset({_S.PENDING, _S.SKIPPED, _S.FAILED}),
     _S.SKIPPED: frozenset(),
     _S.ROLLED_BACK: frozenset(),
     _S.REJECTED: frozenset(),

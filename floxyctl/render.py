@@ -22,6 +22,7 @@ ICONS = {
     StepStatus.COMPENSATION: "↺",
     StepStatus.RUNNING: "▶",
     StepStatus.SKIPPED: "-",
+    StepStatus.INTERRUPTED: "⊘",
     StepStatus.WAITING_DECISION: "?",
     StepStatus.PAUSED: "‖",
     StepStatus.REJECTED: "✗",
@@ -36,6 +37,7 @@ STYLES = {
     StepStatus.WAITING_DECISION: "magenta",
     StepStatus.PAUSED: "magenta",
     StepStatus.SKIPPED: "dim",
+    StepStatus.INTERRUPTED: "red",
 }
 INSTANCE_STYLES = {
     InstanceStatus.COMPLETED: "bold green",

@@ -133,6 +133,13 @@ class Engine:
                 timeout_ms=comp.timeout_ms or definition.timeout_ms,
                 metadata={**comp.metadata, "reason": "compensation"},
             )
+        if row.status is StepStatus.INTERRUPTED:
+            # The worker that held the interrupted call let go of it (lease lost, handed back):
+            # the call is over for the engine, with an unknown outcome.
+            tx.remove_queue(item)
+            tx.event("interrupted_call_lost", row.step_name, worker=item.attempted_by)
+            self._call_ended(tx, row)
+            return None
         if inst.status is not InstanceStatus.RUNNING:
             tx.remove_queue(item)
             return None
@@ -196,7 +203,7 @@ class Engine:
                 if row.status is StepStatus.COMPENSATION:
                     comp = compensation_of(tx.definition, definition)
                     handler = comp.handler if comp is not None else None
-                elif definition.type is StepType.TASK:
+                elif definition.type is StepType.TASK and row.status is not StepStatus.INTERRUPTED:
                     handler = definition.handler
                 else:
                     self.claim(tx, item, worker, handlers)  # runs it here; may queue more
@@ -300,6 +307,15 @@ class Engine:
             if row.status is not StepStatus.COMPENSATION:
                 return False
             rollback.compensation_result(tx, row, outcome.error)
+            return True
+        if row.status is StepStatus.INTERRUPTED:
+            # A call a stop interrupted has ended: its result changes nothing (the step counts as
+            # started, outcome unknown), but a compensation of it may start from now on.
+            ended = "completed" if outcome.ok else "failed"
+            tx.event("interrupted_call_ended", row.step_name, result=ended, error=outcome.error)
+            if outcome.ok:
+                tx.update_step(row, output=outcome.output)
+            self._call_ended(tx, row)
             return True
         if row.status is not StepStatus.RUNNING:
             return False
@@ -426,7 +442,8 @@ class Engine:
             "step_failed", row.step_name, step_type=row.step_type.value, error=error, reason="dlq"
         )
         tx.add_dlq(row, error, DLQ_REASON)
-        for other in list(tx.rows(StepStatus.PENDING)):
+        waiting = [r for r in tx.rows(StepStatus.FAILED) if tx.queue_of(r.step_name)]
+        for other in [*tx.rows(StepStatus.PENDING), *waiting]:
             tx.update_step(other, StepStatus.PAUSED)
         running = {r.step_name for r in tx.rows(StepStatus.RUNNING)}
         for item in list(tx.state.queue):
@@ -437,29 +454,55 @@ class Engine:
             tx.hook("workflow_paused", error=error)
 
     def _stop_branch(self, tx: Transition, block: StepDefinition, branch: str) -> None:
-        """Skip what still runs in one branch of `block` (nested blocks inside it included)."""
+        """Stop what still runs in one branch of `block` (nested blocks inside it included)."""
         message = f"Skipped: branch {branch!r} of {block.name!r} failed"
-        for other in list(tx.rows(*ACTIVE_STEP)):
+        for other in list(tx.rows(*ACTIVE_STEP, StepStatus.FAILED)):
             if (block, branch) in joins.enclosing_blocks(tx.definition, other.step_name):
-                tx.update_step(other, StepStatus.SKIPPED, error=message, completed_at=tx.now)
-                tx.event("step_failed", other.step_name, reason="branch_failed", message=message)
-                tx.remove_queue_of(other.step_name)
+                self._stop_step(tx, other, message, reason="branch_failed")
 
     def _stop_active(self, tx: Transition, message: str, *, reason: str) -> None:
-        """Nothing else runs for this instance: skip active steps and drop their queue items."""
-        for other in list(tx.rows(*ACTIVE_STEP)):
-            tx.update_step(
-                other, StepStatus.SKIPPED, error=other.error or message, completed_at=tx.now
-            )
-            tx.event("step_failed", other.step_name, reason=reason, message=message)
-        failed_waiting = [r for r in tx.rows(StepStatus.FAILED) if tx.queue_of(r.step_name)]
-        for other in failed_waiting:
-            tx.update_step(other, StepStatus.SKIPPED)
-            tx.event("step_failed", other.step_name, reason=reason, message=message)
+        """Nothing else starts for this instance (compensations aside): see `_stop_step`."""
+        for other in list(tx.rows(*ACTIVE_STEP, StepStatus.FAILED)):
+            self._stop_step(tx, other, message, reason=reason)
         for item in list(tx.state.queue):
             row = tx.state.steps.get(item.step_name)
-            if row is None or row.status is not StepStatus.COMPENSATION:
+            compensating = row is not None and row.status is StepStatus.COMPENSATION
+            if not compensating and not _call_under_way(row, item):
                 tx.remove_queue(item)
+
+    def _stop_step(self, tx: Transition, row: StepRecord, message: str, *, reason: str) -> None:
+        """A stop met this step. A handler that never started makes it `skipped`; a started call
+        makes it `interrupted`, and its queue item stays with the worker that holds it until the
+        call has ended (so a rollback compensates it only then); a step that failed, waiting for
+        a retry or paused in the DLQ, stays `failed`, to be compensated."""
+        queued = tx.queue_of(row.step_name)
+        started = row.step_type is StepType.TASK and row.started_at is not None
+        if row.status is StepStatus.FAILED or (row.status is StepStatus.PAUSED and row.error):
+            if not queued and row.status is StepStatus.FAILED:
+                return  # failed for good earlier (an `any` branch): nothing to stop
+            tx.update_step(row, StepStatus.FAILED, completed_at=tx.now)
+            tx.event("step_failed", row.step_name, reason=reason, message=message, error=row.error)
+        elif started and row.status in (StepStatus.RUNNING, StepStatus.PENDING):
+            tx.update_step(
+                row,
+                StepStatus.INTERRUPTED,
+                error=f"{rollback.INTERRUPTED_PREFIX}{message}",
+                completed_at=tx.now,
+            )
+            tx.event("step_interrupted", row.step_name, reason=reason, message=message)
+        else:
+            tx.update_step(row, StepStatus.SKIPPED, error=row.error or message, completed_at=tx.now)
+            tx.event("step_failed", row.step_name, reason=reason, message=message)
+        for item in queued:
+            if not _call_under_way(row, item):
+                tx.remove_queue(item)
+
+    def _call_ended(self, tx: Transition, row: StepRecord) -> None:
+        """An interrupted call is over: a rollback under way may now compensate it."""
+        if tx.instance.status in (InstanceStatus.ROLLING_BACK, InstanceStatus.CANCELLING):
+            rollback.call_ended(tx, row)
+        else:
+            self._maybe_complete(tx)
 
     # -- built-in step kinds ----------------------------------------------------------------
 
@@ -579,6 +622,8 @@ class Engine:
         suffix = f": {comment}" if comment else ""
         error = f"step {row.step_name!r} was rejected by {decided_by}{suffix}"
         self._stop_active(tx, "Stopped due to human rejection", reason="workflow_stopped")
+        for item in list(tx.state.queue):
+            tx.remove_queue(item)  # an aborted instance awaits no call
         tx.set_instance(InstanceStatus.ABORTED, error=error)
         tx.event("workflow_aborted", requested_by=decided_by, reason=error)
         tx.hook("workflow_aborted", error=error)
@@ -593,6 +638,11 @@ class Engine:
             raise ConflictError(f"workflow {inst.id} is already in terminal state: {inst.status}")
         if kind == "cancel" and inst.status is InstanceStatus.CANCELLING:
             raise ConflictError(f"workflow {inst.id} is already being cancelled")
+        if kind == "cancel" and inst.status is InstanceStatus.ROLLING_BACK:
+            raise ConflictError(
+                f"workflow {inst.id} is rolling back after a failure; a cancel changes nothing "
+                "of that rollback (the instance ends failed; abort stops the rollback)"
+            )
         tx.event(
             "cancellation_started" if kind == "cancel" else "abort_started",
             requested_by=requested_by,
@@ -600,12 +650,28 @@ class Engine:
             cancel_type=kind,
         )
         self._stop_active(tx, f"Stopped due to workflow {kind}", reason="workflow_stopped")
+        for paused in [r for r in tx.state.dlq if r.reason != rollback.COMPENSATION_EXHAUSTED]:
+            tx.remove_dlq(paused)  # nothing is left to requeue
         if kind == "abort":
             for row in list(tx.rows(StepStatus.COMPENSATION)):
-                # not compensated after all: a completed step keeps its effects, a failed one
-                # keeps its error
-                restored = StepStatus.FAILED if row.error else StepStatus.COMPLETED
-                tx.update_step(row, restored)
+                if row.compensation_retry_count or tx.queue_of(row.step_name):
+                    # its compensation started (or is under way, now interrupted): never completed
+                    message = "compensation interrupted by an abort"
+                    tx.update_step(
+                        row,
+                        StepStatus.INTERRUPTED,
+                        error=f"{row.error}; {message}" if row.error else message,
+                    )
+                    tx.event(
+                        "step_interrupted",
+                        row.step_name,
+                        reason="workflow_stopped",
+                        message=message,
+                        compensation=True,
+                    )
+                else:
+                    # not compensated after all: the step is left as its call left it
+                    tx.update_step(row, rollback.before_compensation(row))
             for item in list(tx.state.queue):
                 tx.remove_queue(item)
             error = f"Aborted by {requested_by}: {reason}"
@@ -630,6 +696,11 @@ class Engine:
                 f"instance {inst.id} is not paused in the DLQ (status: {inst.status})"
             )
         row = tx.state.steps[record.step_name]
+        if row.status is not StepStatus.PAUSED:
+            raise ConflictError(
+                f"DLQ record {record.id} is stale: step {row.step_name!r} is {row.status} "
+                "(it was resumed with another record of the same instance)"
+            )
         data = new_input if new_input is not None else record.input
         tx.update_step(
             row,
@@ -638,18 +709,37 @@ class Engine:
             error=None,
             retry_count=0,
             compensation_retry_count=0,
-            started_at=None,
             completed_at=None,
         )
         tx.remove_dlq(record)
         tx.set_instance(InstanceStatus.RUNNING, error=None)
+        tx.event("dlq_requeued", row.step_name, dlq_id=record.id, new_input=new_input is not None)
+        for paused in [r for r in tx.state.dlq if r.reason == DLQ_REASON]:
+            # a sibling paused in the DLQ resumes with this one: its record is done as well
+            sibling = tx.state.steps.get(paused.step_name)
+            if sibling is not None and sibling.status is StepStatus.PAUSED:
+                tx.update_step(sibling, error=None, retry_count=0)
+                tx.event("dlq_requeued", paused.step_name, dlq_id=paused.id, new_input=False)
+            tx.remove_dlq(paused)
         for other in list(tx.rows(StepStatus.PAUSED, StepStatus.PENDING)):
             tx.update_step(other, StepStatus.PENDING)
             if not tx.queue_of(other.step_name):
                 definition = tx.defn(other.step_name)
                 tx.enqueue(other.step_name, 0, definition.priority)
-        tx.event("dlq_requeued", row.step_name, dlq_id=record.id, new_input=new_input is not None)
+        for waiting in tx.rows(StepStatus.WAITING_DECISION):
+            # a human step's timeout item was dropped with the DLQ pause: its deadline stands
+            human = tx.defn(waiting.step_name)
+            if human.timeout_ms and not tx.queue_of(waiting.step_name):
+                started = waiting.started_at if waiting.started_at is not None else tx.now
+                left_ms = round((started - tx.now) * 1000) + human.timeout_ms
+                tx.enqueue(waiting.step_name, max(0, left_ms), human.priority)
         tx.hook("workflow_resumed", step_name=row.step_name)
+
+
+def _call_under_way(row: StepRecord | None, item: QueueItem) -> bool:
+    """An interrupted call whose worker still holds it: its end is awaited, not dropped."""
+    interrupted = row is not None and row.status is StepStatus.INTERRUPTED
+    return interrupted and item.attempted_by is not None
 
 
 def _join_strategy(tx: Transition, block: str) -> JoinStrategy | None:

@@ -1,9 +1,10 @@
-"""Rollback: which completed steps to compensate, in what order, and when the rollback ends.
+"""Rollback: which started steps to compensate, in what order, and when the rollback ends.
 
-Compensations run one at a time, newest completion first. The set to compensate is every
-completed step downstream of the nearest savepoint (all of them for a cancel), so a condition
-branch that never ran has nothing to undo, nested forks are covered once, and steps after a join
-include the branch steps before it.
+Compensations run one at a time, the failing step first, then newest completion first. The set
+to compensate is every step whose handler started (completed, failed, interrupted) downstream of
+the nearest savepoint (all of them for a cancel), so a condition branch that never ran has
+nothing to undo, nested forks are covered once, and steps after a join include the branch steps
+before it. No compensation starts while an interrupted call it may undo is still under way.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from floxy_core.model import COMPENSATION_PRIORITY, ROOT, StepRecord, StepType
 from floxy_core.status import InstanceStatus, StepStatus
 
 COMPENSATION_EXHAUSTED = "compensation max retries exceeded"
+INTERRUPTED_PREFIX = "interrupted: "
+"""Starts the error of an `interrupted` step (how an abort tells what a step was before its
+compensation was due)."""
 
 
 def nearest_savepoint(tx: Transition, step_name: str) -> str | None:
@@ -44,35 +48,66 @@ def begin(tx: Transition, failed: StepRecord | None, *, to_savepoint: bool) -> N
         if savepoint is not None:
             scope = descendants(tx.definition, savepoint)
             tx.event("rollback_started", failed.step_name, savepoint=savepoint)
-    candidates = [r for r in tx.rows(StepStatus.COMPLETED) if scope is None or r.step_name in scope]
-    if failed is not None and failed.status is StepStatus.FAILED:
+    started = (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.INTERRUPTED)
+    candidates = [
+        r
+        for r in tx.rows(*started)
+        if (scope is None or r.step_name in scope)
+        and not tx.queue_of(r.step_name)  # an interrupted call under way: see call_ended
+        and not r.compensation_retry_count  # a compensation that ran out of retries
+    ]
+    if failed is not None and failed.status is StepStatus.FAILED and failed not in candidates:
         candidates.append(failed)
     for row in candidates:
-        if compensation_of(tx.definition, tx.defn(row.step_name)) is None:
-            tx.update_step(row, StepStatus.ROLLED_BACK)
-            tx.event(
-                "step_completed",
-                row.step_name,
-                step_type=row.step_type.value,
-                reason="rolled_back_no_compensation",
-            )
-        else:
-            tx.update_step(row, StepStatus.COMPENSATION, compensation_retry_count=0)
+        _mark(tx, row)
     advance(tx)
 
 
-def _order_key(row: StepRecord) -> tuple[bool, float, int]:
-    """The step that failed first, then newest completion first (ids break same-instant ties)."""
-    return (row.error is not None, round(row.completed_at or 0.0, 6), row.id)
+def call_ended(tx: Transition, row: StepRecord) -> None:
+    """An interrupted call of a step to roll back has ended: it is compensated like the rest."""
+    _mark(tx, row)
+    advance(tx)
+
+
+def _mark(tx: Transition, row: StepRecord) -> None:
+    if compensation_of(tx.definition, tx.defn(row.step_name)) is None:
+        tx.update_step(row, StepStatus.ROLLED_BACK)
+        tx.event(
+            "step_completed",
+            row.step_name,
+            step_type=row.step_type.value,
+            reason="rolled_back_no_compensation",
+        )
+    else:
+        tx.update_step(row, StepStatus.COMPENSATION, compensation_retry_count=0)
+
+
+def before_compensation(row: StepRecord) -> StepStatus:
+    """What a step marked for compensation was, for an abort that leaves it uncompensated."""
+    if row.error is None:
+        return StepStatus.COMPLETED
+    if row.error.startswith(INTERRUPTED_PREFIX):
+        return StepStatus.INTERRUPTED
+    return StepStatus.FAILED
+
+
+def _order_key(tx: Transition, row: StepRecord) -> tuple[bool, float, int]:
+    """The step that failed the instance first, then newest end of call first (an interrupted
+    call ends with the stop); ids break same-instant ties."""
+    failing = row.error is not None and row.error == tx.instance.error
+    return (failing, round(row.completed_at or 0.0, 6), row.id)
 
 
 def advance(tx: Transition) -> None:
-    """Start the next compensation unless one is under way; finish when none is left."""
+    """Start the next compensation unless one is under way or an interrupted call has not
+    ended yet (its effect may still land); finish when none is left."""
     waiting = list(tx.rows(StepStatus.COMPENSATION))
     if any(tx.queue_of(r.step_name) for r in waiting):
         return
+    if any(tx.queue_of(r.step_name) for r in tx.rows(StepStatus.INTERRUPTED)):
+        return
     if waiting:
-        row = max(waiting, key=_order_key)
+        row = max(waiting, key=lambda r: _order_key(tx, r))
         tx.enqueue(row.step_name, 0, COMPENSATION_PRIORITY)
         comp = compensation_of(tx.definition, tx.defn(row.step_name))
         tx.event(
@@ -124,7 +159,7 @@ def compensation_result(tx: Transition, row: StepRecord, error: str | None) -> N
         advance(tx)
         return
     count = row.compensation_retry_count + 1
-    if count <= comp.max_retries:
+    if count <= (0 if comp.no_idempotent else comp.max_retries):
         tx.update_step(row, compensation_retry_count=count)
         tx.event(
             "step_failed",

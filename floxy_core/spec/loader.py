@@ -742,6 +742,13 @@ class _Semantics:
                 self._steps(branch, (*path, "else"))
         elif kind in ("savepoint", "save_point"):
             self._declare(name, f'savepoint "{name}"', name_path)
+            if "branches" in path:
+                self._err(
+                    (*path, "type"),
+                    f'savepoint "{name}" is inside a fork branch: a savepoint may not be placed '
+                    "inside a fork or parallel branch (a partial rollback of one of several "
+                    "concurrent branches has no clear meaning)",
+                )
         elif kind == "fork":
             self._fork(step, path)
         elif kind == "human":

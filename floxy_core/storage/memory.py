@@ -247,10 +247,15 @@ class MemoryStore:
             return False
 
     def attempt_current(self, instance_id: int, item_id: int) -> bool:
-        """Whether a claimed item still stands (its step was not stopped or taken over)."""
+        """Whether a claimed item still stands: its step was not stopped (an interrupted call
+        keeps its item until it ends) or taken over."""
         with self._lock:
             state = self._states.get(instance_id)
-            return state is not None and any(q.id == item_id for q in state.queue)
+            for item in state.queue if state else []:
+                if item.id == item_id:
+                    row = state.steps.get(item.step_name) if state else None
+                    return row is None or row.status is not StepStatus.INTERRUPTED
+            return False
 
     # -- reads ------------------------------------------------------------------------------
 

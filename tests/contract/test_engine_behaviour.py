@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from floxy_core.builder import Builder, Compensation, Options, Task
-from floxy_core.errors import ConflictError
+from floxy_core.errors import ConflictError, DefinitionError
 from floxy_core.status import InstanceStatus, StepStatus
 
 S = StepStatus
@@ -382,7 +382,7 @@ def test_a_stale_result_after_a_stop_is_ignored(harness: Any) -> None:
     h.drain()
     assert captured["stopped"]
     assert h.status(iid) is I.ABORTED
-    assert h.steps(iid)["a"].status is S.SKIPPED
+    assert h.steps(iid)["a"].status is S.INTERRUPTED  # started: never `skipped`, not completed
     assert "b" not in h.steps(iid)
 
 
@@ -497,29 +497,14 @@ def test_a_handler_that_overruns_its_timeout_fails_the_attempt(harness: Any) -> 
     assert "exceeded its timeout" in (h.store.get_instance(iid).error or "")
 
 
-def test_savepoint_inside_a_fork_branch_bounds_that_branch(harness: Any) -> None:
-    h = harness(["a", "b", "c", "undo_a", "undo_b"])
-    h.handlers.failing("c")
-    wf = (
-        Builder("fs", max_retries=0)
-        .fork(
-            "f",
-            lambda br: (
-                br.step("a")
-                .on_failure("undo_a")
-                .save_point("sp")
-                .step("b")
-                .on_failure("undo_b")
-                .step("c")
-            ),
-            lambda br: br.step("other", "a"),
-        )
-        .join("j")
-        .build()
+def test_a_savepoint_inside_a_fork_branch_is_refused_when_built() -> None:
+    builder = Builder("fs").fork(
+        "f",
+        lambda br: br.step("a").save_point("sp").step("b"),
+        lambda br: br.step("other", "a"),
     )
-    iid = h.run(wf)
-    assert h.status(iid) is I.FAILED
-    assert h.handlers.order(compensation=True) == ["b"]
+    with pytest.raises(DefinitionError, match="savepoint 'sp' is inside a branch of fork 'f'"):
+        builder.join("j").build()
 
 
 def test_a_stopped_runtime_can_be_started_again(harness: Any) -> None:
@@ -542,7 +527,7 @@ def test_a_worker_goes_on_with_the_next_steps_of_the_instance_it_holds(harness: 
     h = harness(["a", "b", "c"])
     wf = Builder("chain").step("a").step("b").step("c").build()
     iid = h.start(wf)
-    assert h.runtime.run_once("w1")  # one claim: the rest follows in the result transactions
+    assert h.runtime._run("w1", chain=True)  # one claim: the rest follows in the results' tx
     assert h.status(iid) is I.COMPLETED
     assert h.handlers.order() == ["a", "b", "c"]
     completed = {e.step_name: e.at for e in h.events(iid, "step_completed")}
@@ -560,7 +545,7 @@ def test_a_fork_runs_its_branches_from_the_worker_that_holds_the_instance(harnes
         .build()
     )
     iid = h.start(wf)
-    assert h.runtime.run_once("w1")
+    assert h.runtime._run("w1", chain=True)
     assert h.status(iid) is I.COMPLETED
     assert sorted(h.handlers.order()) == ["after", "x", "y"]
 
@@ -569,11 +554,11 @@ def test_delayed_steps_and_missing_handlers_wait_in_the_queue(harness: Any) -> N
     h = harness(["a", "b", "remote"], handlers=["a", "b"])
     wf = Builder("wait").step("a").step("b", options=Options(delay_ms=1000)).step("remote").build()
     iid = h.start(wf)
-    assert h.runtime.run_once("w1")
+    assert h.runtime._run("w1", chain=True)
     assert h.handlers.order() == ["a"]  # b is due in a second: not chained
     assert h.steps(iid)["b"].status is S.PENDING
     h.clock.t += 1.0
-    assert h.runtime.run_once("w1")
+    assert h.runtime._run("w1", chain=True)
     assert h.handlers.order() == ["a", "b"]  # this worker lacks `remote`: left for another
     assert h.steps(iid)["remote"].status is S.PENDING
     assert not h.events(iid, "step_skipped_missing_handler")

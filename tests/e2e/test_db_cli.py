@@ -423,6 +423,67 @@ def test_dlq_list_and_requeue(db: str, store: PostgresStore, tmp_path: Path) -> 
     )
 
 
+PAIR = """\
+flows:
+  - name: pair
+    dlq: true
+    steps:
+      - type: parallel
+        name: p
+        tasks:
+          - {name: x, handler: x, max_retries: 0}
+          - {name: y, handler: y, max_retries: 0}
+"""
+
+
+def test_requeue_resumes_the_sibling_records_and_a_stale_one_is_a_clear_error(
+    db: str, store: PostgresStore, tmp_path: Path
+) -> None:
+    (tmp_path / "pair.yaml").write_text(PAIR)
+    ok("register", "-f", str(tmp_path / "pair.yaml"), dsn=db)
+    calls: list[str] = []
+
+    def x(ctx: StepContext, data: Any) -> Any:
+        calls.append("x")
+        if calls.count("x") == 1:  # y fails while x runs; then x fails too: two records
+            while worker.run_once("other-worker"):
+                pass
+            raise HandlerError("x broke", retryable=False)
+        return {"x": True}
+
+    def y(ctx: StepContext, data: Any) -> Any:
+        calls.append("y")
+        if calls.count("y") == 1:
+            raise HandlerError("y broke", retryable=False)
+        return {"y": True}
+
+    worker = Runtime(store, {"x": Py("x", x), "y": Py("y", y)})
+    instance_id = start(db, "pair-v1")
+    drive(worker, instance_id, lambda: len(store.get_dlq(instance_id)) == 2)
+    listed = as_json("dlq", "list", "--instance", str(instance_id), dsn=db)["dlq"]
+    by_step = {r["step"]: r["id"] for r in listed}
+    assert set(by_step) == {"x", "y"}
+    ok("dlq", "requeue", str(by_step["x"]), dsn=db)
+    assert as_json("dlq", "list", "--instance", str(instance_id), dsn=db) == {"dlq": []}
+    drive(worker, instance_id, lambda: store.get_instance(instance_id).status.terminal)
+    assert store.get_instance(instance_id).status is InstanceStatus.COMPLETED
+    stale = floxyctl("dlq", "requeue", str(by_step["y"]), dsn=db)
+    assert f"DLQ record {by_step['y']} not found" in usage_error(stale)
+
+
+def test_cancel_of_a_dlq_instance_removes_its_records(db: str, store: PostgresStore) -> None:
+    def charge(ctx: StepContext, data: Any) -> Any:
+        raise HandlerError("card declined", retryable=False)
+
+    worker = Runtime(store, {"charge": Py("charge", charge)})
+    instance_id = start(db, "pay-v1", {"amount": 7})
+    drive(worker, instance_id, lambda: store.get_instance(instance_id).status is InstanceStatus.DLQ)
+    ok("cancel", "-o", str(instance_id), dsn=db)
+    drive(worker, instance_id, lambda: store.get_instance(instance_id).status.terminal)
+    assert store.get_instance(instance_id).status is InstanceStatus.CANCELLED
+    assert as_json("dlq", "list", "--instance", str(instance_id), dsn=db) == {"dlq": []}
+
+
 def test_dlq_delete_and_list_alias(db: str, store: PostgresStore) -> None:
     def charge(ctx: StepContext, data: Any) -> Any:
         raise HandlerError("card declined", retryable=False)

@@ -518,7 +518,49 @@ def test_cancel_interrupts_the_running_handler_within_a_second(
     wait_for("the handler's process to be killed", lambda: gone(pid), timeout=1.5)
     assert time.monotonic() - cancelled < 1.5
     assert wait_status(store, instance, timeout=10) == "cancelled"
-    assert steps(store, instance)["long"].status.value in ("skipped", "failed", "rolled_back")
+    assert steps(store, instance)["long"].status.value == "rolled_back"  # started: interrupted
+
+
+def test_floxyctl_cancel_compensates_the_step_floxyd_runs_once_its_handler_is_gone(
+    tmp_path: Path,
+    pg_dsn: str,
+    store: PostgresStore,
+    floxyd: Callable[..., Daemon],
+    orphans: Path,
+) -> None:
+    undone = tmp_path / "undone"
+    flow = f"""\
+handlers:
+  - name: long
+    exec: |
+      echo $$ >> {orphans}
+      sleep 30
+      echo '{{}}'
+  - name: undo
+    exec: |
+      pid=$(head -1 {orphans})
+      if kill -0 "$pid" 2>/dev/null; then echo "undo while $pid alive" >> {undone}; fi
+      echo "undo for=$FLOXY_STEP_NAME" >> {undone}
+      echo '{{}}'
+flows:
+  - name: slow
+    steps:
+      - {{name: long, handler: long, max_retries: 0, on_failure: undo}}
+"""
+    floxyd(write_yaml(tmp_path, flow), pg_dsn)
+    instance = start(store, "slow-v1")
+    wait_for("the long step to start", lambda: pids(orphans))
+    cancel = subprocess.run(
+        [str(Path(sys.executable).with_name("floxyctl")), "cancel", "-o", str(instance)],
+        env={**base_env(FLOXY_DSN=pg_dsn)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cancel.returncode == 0, cancel.stderr
+    assert wait_status(store, instance, timeout=15) == "cancelled"
+    assert undone.read_text().splitlines() == ["undo for=long"]
+    assert steps(store, instance)["long"].status.value == "rolled_back"
 
 
 def test_health_turns_503_when_the_database_is_gone(

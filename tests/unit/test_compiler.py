@@ -616,21 +616,21 @@ def test_fork_branch_ending_in_a_parallel_waits_for_its_join() -> None:
                 name: f
                 branches:
                   - [{type: parallel, name: p, tasks: [a, b]}]
-                  - [{type: savepoint, name: sp}, c]
+                  - [{type: human, name: sp}, c]
         """,
         lambda: (
             Builder("forked")
             .fork(
                 "f",
                 lambda x: x.parallel("p", Task("a", "a"), Task("b", "b")),
-                lambda x: x.save_point("sp").step("c"),
+                lambda x: x.wait_human_confirm("sp").step("c"),
             )
             .join("f_join")
         ),
     )
     assert wf.steps["f"].parallel == ("p", "sp")
     assert links(wf.steps["p"]) == link(PAR, "f", ("p_join",), parallel=("a", "b"))
-    assert links(wf.steps["sp"]) == link(SP, "f", ("c",))
+    assert links(wf.steps["sp"]) == link(HUMAN, "f", ("c",))
     assert links(wf.steps["f_join"]) == link(JOIN, "f", wait_for=("p_join", "c"))
 
 

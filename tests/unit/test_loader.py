@@ -848,3 +848,22 @@ def test_three_errors_are_all_reported_sorted_by_line() -> None:
     ]
     assert str(info.value).splitlines() == [str(e) for e in errors]
     assert str(info.value).splitlines()[0].startswith("three.yaml:8:")
+
+
+def test_a_savepoint_inside_a_fork_branch_is_an_error_at_its_line() -> None:
+    text = doc(
+        """\
+        flows:
+          - name: f
+            steps:
+              - type: fork
+                name: fk
+                branches:
+                  - [a, {type: savepoint, name: sp}]
+                  - [b]
+        """
+    )
+    err = only_error(text)
+    assert at(err)[:2] == ("wf.yaml", 11)
+    assert 'savepoint "sp" is inside a fork branch' in err.message
+    assert str(err).startswith("wf.yaml:11:")

@@ -39,7 +39,11 @@ SELECT workflows.floxy_apply(%(doc)s::jsonb);
 DELETE FROM workflows.workflow_dlq WHERE id = %(id)s;
 
 -- name: queue_item_exists
-SELECT 1 FROM workflows.workflow_queue WHERE id = %(id)s;
+-- An interrupted call keeps its queue row (held by its worker) until it ends: not current.
+SELECT 1 FROM workflows.workflow_queue q
+WHERE q.id = %(id)s
+  AND NOT EXISTS (SELECT 1 FROM workflows.workflow_steps s
+                  WHERE s.id = q.step_id AND s.status = 'interrupted');
 
 -- name: renew_lease
 UPDATE workflows.workflow_queue SET lease_until = %(until)s
