@@ -132,7 +132,7 @@ def workflow_file(script: Path) -> dict[str, Any]:
                 "steps": [
                     _task("reserve", "release"),
                     # the timeout bounds a lost worker's call: its lease holds past it
-                    _task("charge", "refund", no_idempotent=True, timeout="5s"),
+                    _task("charge", "refund", no_idempotent=True, timeout=f"{CHARGE_TIMEOUT:g}s"),
                     {"type": "savepoint", "name": "paid"},
                     _task("pack", "unpack"),
                     _task("ship", "unship"),
@@ -215,7 +215,8 @@ TASKS = {
 NO_IDEMPOTENT = {"charge"}
 SLOW_SHARE = 0.3
 SLOW_CHARGE = 2.5
-"""Seconds a slow `charge` call takes (its timeout is 5 s, the chaos lease 2 s)."""
+"""Seconds a slow `charge` call takes (the chaos lease is 2 s)."""
+CHARGE_TIMEOUT = 5.0
 ORPHAN_SLACK = 0.25
 """Seconds after its daemon's SIGKILL a handler may still write: its guard gets SIGTERM at once."""
 
@@ -524,6 +525,10 @@ class Daemons:
                     raise RuntimeError(f"floxyd not ready after {timeout}s:\n{inc.log.read_text()}")
                 time.sleep(0.05)
 
+    def ready(self, slot: int) -> bool:
+        """Whether the slot's daemon has started its workers (faults hit running daemons)."""
+        return "floxyd started with" in self.current[slot].log.read_text(errors="replace")
+
     def kill(self, slot: int) -> Incarnation:
         inc = self.current.pop(slot)
         if inc.proc.poll() is None:
@@ -803,7 +808,9 @@ def run(config: Config) -> Report:
                 able = [
                     s
                     for s in sorted(daemons.current)
-                    if s not in thaw_at and daemons.current[s].terminated is None
+                    if s not in thaw_at
+                    and daemons.current[s].terminated is None
+                    and daemons.ready(s)
                 ]
                 if able:
                     slot = rng.choice(able)
@@ -1077,6 +1084,7 @@ def check_invariants(
     refusals = 0
     refused_after_ok = 0
     refused_live = 0
+    timed_out_frozen = 0
     lease = _seconds(config.lease)
     cancelled_by_us = set(stats.cancels)
     in_rollback = set(stats.cancels_in_rollback)
@@ -1113,6 +1121,19 @@ def check_invariants(
         expected = expected_outcome(plan)
         refused = [r for r in rows.values() if r["error"] and REFUSED in r["error"]]
         refusals += len(refused)
+        # A call whose daemon was frozen (SIGSTOP) past the step's timeout fails when it wakes.
+        frozen_timeouts = [
+            r
+            for r in rows.values()
+            if r["error"]
+            and "timed out" in r["error"]
+            and any(
+                c.phase == "start" and a < c.at + CHARGE_TIMEOUT and b > c.at
+                for c in by_step.get((iid, r["name"], False), [])
+                for a, b in c.incarnation.frozen
+            )
+        ]
+        timed_out_frozen += len(frozen_timeouts)
         for r in refused:
             ran = [c for c in by_step.get((iid, r["name"], False), [])]
             if any(c.phase == "ok" for c in ran):
@@ -1134,7 +1155,7 @@ def check_invariants(
             rollback_kept.add(status == "failed", f"{where}: cancelled during its rollback")
         elif iid in cancelled_by_us:
             ok = status == "cancelled"
-        elif refused:
+        elif refused or frozen_timeouts:
             ok = status in ("failed", "cancelled")
         elif iid in requeued:
             ok = status == "completed"
@@ -1396,6 +1417,7 @@ def check_invariants(
             f"{refusals} ({refused_after_ok} whose call had succeeded; "
             f"{refused_live} run by a daemon not stopped or frozen within lease+3s)"
         ),
+        "steps timed out while their daemon was frozen (failed as they must)": timed_out_frozen,
         "faults": (
             f"{stats.kills} SIGKILL, {stats.terms} SIGTERM, {stats.freezes} SIGSTOP; "
             f"daemon clocks ahead: {sorted(daemons.skews.items()) or 'none'}"
