@@ -15,7 +15,7 @@ from typing import Any
 
 from floxy_core import values
 from floxy_core.durations import MAX_DURATION_MS
-from floxy_core.engine.decisions import Engine, Outcome, Work
+from floxy_core.engine.decisions import Engine, Outcome, Work, hold_s
 from floxy_core.engine.state import HookCall, Transition
 from floxy_core.errors import (
     ConflictError,
@@ -48,6 +48,8 @@ class SystemClock:
 class _Running:
     work: Work
     interrupt: threading.Event
+    handback: threading.Event
+    """Set at shutdown: once the interrupted call has ended, give the step back (no result)."""
 
 
 _Claimed = tuple[Work, QueueItem] | None
@@ -211,14 +213,28 @@ class Runtime:
     def _execute(self, work: Work, chain: bool) -> Work | None:
         """Call the handler and record its outcome; the next call chained to it, if any."""
         handler = self.handlers.get(work.handler)
-        interrupt = threading.Event()
+        entry = _Running(work, threading.Event(), threading.Event())
         with self._running_lock:
-            self._running[work.item_id] = _Running(work, interrupt)
+            self._running[work.item_id] = entry
         try:
-            outcome = self._call(handler, work, interrupt)
+            outcome = self._call(handler, work, entry.interrupt)
         finally:
             with self._running_lock:
                 self._running.pop(work.item_id, None)
+        if entry.handback.is_set():
+            # The call has ended (its process group is gone): only now may another worker run
+            # the step, so two calls of it never overlap.
+            try:
+                self.store.release_claim(work.instance_id, work.item_id, work.worker)
+            except Exception as exc:
+                log.warning("could not release %s (its lease will expire): %s", work.step_name, exc)
+            return None
+        if entry.interrupt.is_set() and self._draining.is_set() and not outcome.ok:
+            outcome = Outcome(
+                error="not re-run: interrupted by a shutdown, the outcome of this no_idempotent "
+                f"call is unknown ({outcome.error})",
+                retryable=False,
+            )
         return self._record(work, outcome, chain)
 
     def _record(self, work: Work, outcome: Outcome, chain: bool) -> Work | None:
@@ -230,6 +246,16 @@ class Runtime:
         """
 
         def decide(tx: Transition) -> _Claimed:
+            item = next((i for i in tx.state.queue if i.id == work.item_id), None)
+            if item is not None and item.lease_until is not None and item.lease_until < tx.now:
+                # Fencing: the lease ran out, so another worker may take (or have taken) the
+                # step over; this result is refused and the step's claim decides what follows.
+                log.warning(
+                    "result of %s (instance %s) refused: its lease ran out",
+                    work.step_name,
+                    work.instance_id,
+                )
+                return None
             self.engine.apply(tx, work, outcome)
             if not chain or self._draining.is_set() or self._stop.is_set():
                 return None
@@ -327,29 +353,30 @@ class Runtime:
         return True
 
     def stop(self, grace: float = 0.0, timeout: float = 5.0) -> None:
-        """Stop claiming, give running steps `grace` seconds, then hand the rest back.
+        """Stop claiming, give running steps `grace` seconds, then interrupt the rest.
 
-        Unfinished claims are released first (another worker may take them at once, and the
-        late result of an interrupted handler is then ignored as stale), then interrupted.
+        An interrupted call of a step that may run again is handed back for another worker once
+        it has ended (its worker thread releases the claim). A `no_idempotent` step's outcome is
+        unknown: it is failed (and so compensated), never handed back to be called again.
         """
         if not self.drain(grace):
             with self._running_lock:
                 running = list(self._running.values())
-            if running:
+            once = [r for r in running if self._called_once(r.work)]
+            back = [r for r in running if r not in once]
+            if back:
                 log.info(
                     "grace period over: releasing %s for another worker",
-                    ", ".join(
-                        f"{r.work.step_name} (instance {r.work.instance_id})" for r in running
-                    ),
+                    ", ".join(f"{r.work.step_name} (instance {r.work.instance_id})" for r in back),
+                )
+            if once:
+                log.info(
+                    "grace period over: failing %s (no_idempotent: its outcome is unknown)",
+                    ", ".join(f"{r.work.step_name} (instance {r.work.instance_id})" for r in once),
                 )
             for entry in running:
-                work = entry.work
-                try:
-                    self.store.release_claim(work.instance_id, work.item_id, work.worker)
-                except Exception as exc:
-                    log.warning(
-                        "could not release %s (its lease will expire): %s", work.step_name, exc
-                    )
+                if entry not in once:
+                    entry.handback.set()
                 entry.interrupt.set()
         self._stop.set()
         self.store.wake()
@@ -357,6 +384,14 @@ class Runtime:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+
+    def _called_once(self, work: Work) -> bool:
+        """Whether the step of `work` may be called only once (`no_idempotent`)."""
+        try:
+            step = self.store.get_definition(work.workflow_id).steps.get(work.step_name)
+        except Exception:  # unknown: the safe answer
+            return True
+        return step is None or step.no_idempotent
 
     def _worker(self, name: str) -> None:
         while not self._stop.is_set():
@@ -400,15 +435,26 @@ class Runtime:
                 self._renew_leases()
 
     def _renew_leases(self) -> None:
+        """Extend the claim of every running call; a call whose lease ran out or was taken
+        over is interrupted (its result would be refused)."""
         with self._running_lock:
-            running = [r.work for r in self._running.values()]
-        until = self.clock.now() + self.engine.config.lease_ms / 1000.0
-        for work in running:
+            running = list(self._running.values())
+        for entry in running:
+            work = entry.work
+            until = self.clock.now() + hold_s(self.engine.config, work.timeout_ms)
             try:
-                self.store.renew_lease(work.instance_id, work.item_id, work.worker, until)
+                held = self.store.renew_lease(work.instance_id, work.item_id, work.worker, until)
             except Exception as exc:  # the store is down: said once by the workers already
                 log.warning("could not renew the lease of %s: %s", work.step_name, exc)
                 log.debug("lease renewal failure", exc_info=exc)
+                continue
+            if not held and not entry.interrupt.is_set():
+                log.warning(
+                    "%s (instance %s) lost its lease: interrupting the call",
+                    work.step_name,
+                    work.instance_id,
+                )
+                entry.interrupt.set()
 
     def _interrupt_stale(self) -> None:
         """Interrupt handler calls whose step was stopped (cancel, abort, sibling failure)."""

@@ -4,7 +4,8 @@ Start-up: tech server (so /health/live answers at once) → workflow file (exit 
 before touching the database) → handlers → PostgreSQL, retried with backoff until
 FLOXY_CONNECT_TIMEOUT → migrations (under their advisory lock) → flow registration → workers,
 statistics and partition maintenance. Shutdown: stop claiming, give running steps the grace
-period, release what still runs so that another daemon takes it at once, stop.
+period, interrupt what still runs and release each step once its call has ended, so that another
+daemon takes it at once (a `no_idempotent` step is failed instead: its outcome is unknown), stop.
 """
 
 from __future__ import annotations

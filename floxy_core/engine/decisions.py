@@ -45,9 +45,20 @@ class EngineConfig:
     aging_rate: float = 0.5
     """Priority points gained per second of waiting (0 disables aging)."""
     lease_ms: int = 30_000
+    lost_call_margin_ms: int = 4_000
+    """How long past its `timeout` a lost worker's call may still run: the bash guard's slack
+    (2 s) and kill delay (1 s), and a second to spare (docs/floxyd.md "Leases")."""
     missing_handler_cooldown_ms: int = 1_000
     missing_handler_jitter: float = 0.2
     missing_handler_log_every_ms: int = 5_000
+
+
+def hold_s(config: EngineConfig, timeout_ms: int | None) -> float:
+    """How long a claim holds its step past its last renewal: the lease, plus, for a step with
+    a `timeout`, the grace a frozen or cut-off worker's call needs to have surely ended, so that
+    nobody re-runs or compensates the step while it may still run."""
+    grace = timeout_ms + config.lost_call_margin_ms if timeout_ms else 0
+    return (config.lease_ms + grace) / 1000.0
 
 
 @record(frozen=True)
@@ -234,7 +245,7 @@ class Engine:
             item,
             attempted_at=tx.now,
             attempted_by=worker,
-            lease_until=tx.now + self.config.lease_ms / 1000.0,
+            lease_until=tx.now + hold_s(self.config, timeout_ms),
         )
         return Work(
             item_id=item.id,

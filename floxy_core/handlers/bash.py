@@ -289,7 +289,7 @@ class BashHandler:
         """Start the script in its own session and collect (exit code, stdout, stderr)."""
         try:
             proc = subprocess.Popen(
-                argv,
+                _guarded(argv, ctx.timeout_s),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -484,3 +484,45 @@ def _which_bash() -> str:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return "bash"
+
+
+_GUARD_SLACK_S = 2.0
+"""The guard's own deadline trails the step's timeout: normally this process enforces it."""
+
+
+def _guarded(argv: list[str], timeout_s: float | None) -> list[str]:
+    """`argv` behind a guard that kills the script's process group when this worker dies, and
+    at the step's timeout even while the worker is frozen (SIGSTOP) and cannot enforce it.
+
+    `setpriv --pdeathsig TERM` sets the Linux parent-death signal and execs GNU `timeout`, which
+    leads the script's process group: on that signal (or its deadline) it signals the whole
+    group, SIGKILL one second later. The parent is the thread that spawns, and it waits for the
+    script, so the guard fires only when the worker process is gone. Two execs (~2 ms) instead of
+    a `preexec_fn`, which would make subprocess fork the whole worker (~8 ms). Without either tool
+    the script runs unguarded.
+    """
+    tools = _guard_tools()
+    if tools is None:
+        return argv
+    setpriv, timeout = tools
+    deadline = f"{timeout_s + _GUARD_SLACK_S:g}" if timeout_s is not None and timeout_s > 0 else "0"
+    return [setpriv, "--pdeathsig", "TERM", timeout, "-k", "1", "-s", "KILL", deadline, *argv]
+
+
+_GUARD: list[tuple[str, str] | None] = []
+
+
+def _guard_tools() -> tuple[str, str] | None:
+    """Paths of `setpriv` and `timeout` (looked up once; None when either is missing)."""
+    if not _GUARD:
+        found = [_which(name) for name in ("setpriv", "timeout")]
+        _GUARD.append((found[0], found[1]) if found[0] and found[1] else None)
+    return _GUARD[0]
+
+
+def _which(name: str) -> str | None:
+    for directory in (os.environ.get("PATH") or os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None

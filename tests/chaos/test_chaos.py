@@ -1,6 +1,8 @@
 """The short form of the chaos run (the long form: `python -m tests.chaos.chaos`, see
-docs/reliability.md): about 60 instances of mixed flows on three floxyd processes, a few SIGKILLs,
-one PostgreSQL restart and a few cancels, then every invariant is checked."""
+docs/reliability.md): about 60 instances of mixed flows on three floxyd processes (one with its
+clock 30 s ahead, PostgreSQL with password authentication), a few SIGKILLs, SIGTERMs and
+SIGSTOPs, one PostgreSQL restart, a few cancels and DLQ requeues, then every invariant is
+checked. Invariants marked `awaits` (a fix on another branch) are reported, not counted."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ def test_short_chaos_run_keeps_every_invariant(
     report = run(config)
     table = report.table(details=20)
     print(table)
-    assert report.stats.kills >= 3, table
-    assert report.stats.pg_restarts == 1, table
+    stats = report.stats
+    assert stats.kills + stats.terms + stats.freezes >= 3, table
+    assert stats.pg_restarts == 1, table
     assert report.violations == 0, table

@@ -26,7 +26,7 @@ def store_factory(request: pytest.FixtureRequest) -> Iterator[Callable[[], Any]]
 
         dsn = cluster.create_database()
         dsns.append(dsn)
-        store = PostgresStore(dsn, seed=7, max_size=4)
+        store = PostgresStore(dsn, seed=7, max_size=4, clock="caller")  # the fake clock
         created.append(store)
         return store
 

@@ -195,6 +195,20 @@ def duplicate_starts(calls: list[Call]) -> dict[tuple[int, str, int, bool], int]
     return {k: n for k, n in counts.items() if n > 1}
 
 
+def handler_pids(calls: list[Call], script: Path) -> list[int]:
+    """PIDs of handler calls still running `script` (checked: a PID may have been reused)."""
+    found = []
+    for pid in sorted({c.pid for c in calls}):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(script).encode() in cmdline and state not in ("Z", "X"):
+            found.append(pid)
+    return found
+
+
 def kill_handler_groups(calls: list[Call], script: Path) -> list[int]:
     """SIGKILL the process groups of handler calls still running `script` (orphans of a
     kill -9); returns their PIDs. A PID is checked first: it may have been reused."""
@@ -207,6 +221,6 @@ def kill_handler_groups(calls: list[Call], script: Path) -> list[int]:
         if str(script).encode() not in cmdline:
             continue
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(os.getpgid(pid), signal.SIGKILL)  # the group its guard leads
             killed.append(pid)
     return killed

@@ -20,16 +20,23 @@ SELECT id, name, version, created_at FROM workflows.workflow_definitions ORDER B
 
 -- name: insert_instance
 INSERT INTO workflows.workflow_instances (workflow_id, status, input, created_at, updated_at)
-VALUES (%(workflow_id)s, 'pending', %(input)s, %(now)s, %(now)s)
+VALUES (%(workflow_id)s, 'pending', %(input)s, coalesce(%(now)s::timestamptz, clock_timestamp()),
+        coalesce(%(now)s::timestamptz, clock_timestamp()))
 RETURNING id, created_at;
 
 -- name: lock_load
 -- migrations_pro/004: lock the instance (its partition key if known, else NULL), then load it.
-SELECT workflows.floxy_lock_load(%(id)s, %(created)s, %(now)s);
+-- The second column is the database's clock once the lock is held: the engine's `now`
+-- (`now` is NULL but in the store's `clock="caller"` mode).
+SELECT l, extract(epoch FROM coalesce(%(now)s::timestamptz, clock_timestamp()))::float8
+FROM workflows.floxy_lock_load(%(id)s, %(created)s, coalesce(%(now)s::timestamptz, clock_timestamp())) AS l;
 
 -- name: claim
--- migrations_pro/004: the due row of highest effective priority, its instance locked and loaded.
-SELECT workflows.floxy_claim(%(now)s, %(rate)s);
+-- migrations_pro/004: the due row of highest effective priority, its instance locked and loaded;
+-- due times, expired leases and aging are judged by the database's clock, and the second column
+-- is that clock once the row is held: the engine's `now`.
+SELECT c, extract(epoch FROM coalesce(%(now)s::timestamptz, clock_timestamp()))::float8
+FROM workflows.floxy_claim(coalesce(%(now)s::timestamptz, clock_timestamp()), %(rate)s) AS c;
 
 -- name: apply
 -- migrations_pro/004: every write of one engine decision.
@@ -46,8 +53,14 @@ WHERE q.id = %(id)s
                   WHERE s.id = q.step_id AND s.status = 'interrupted');
 
 -- name: renew_lease
-UPDATE workflows.workflow_queue SET lease_until = %(until)s
-WHERE id = %(id)s AND attempted_by = %(worker)s;
+-- By the database's clock; a lease that already ran out is not renewed (another worker may be
+-- taking the step over): its holder must stop.
+UPDATE workflows.workflow_queue
+-- (`until` is NULL but in the store's `clock="caller"` mode, which trusts it.)
+SET lease_until = coalesce(%(until)s::timestamptz,
+                           clock_timestamp() + make_interval(secs => %(seconds)s::float8))
+WHERE id = %(id)s AND attempted_by = %(worker)s
+  AND (%(until)s::timestamptz IS NOT NULL OR lease_until >= clock_timestamp());
 
 -- name: release_claim
 -- The step goes back to pending with its queue row: nothing runs it until it is claimed again.
@@ -63,7 +76,10 @@ WITH released AS (
 SELECT count(*) FROM released;
 
 -- name: next_due
-SELECT min(scheduled_at) FROM workflows.workflow_queue WHERE attempted_at IS NULL;
+-- The earliest due time, and how far it is from the database's clock (negative: due).
+SELECT extract(epoch FROM min(scheduled_at))::float8,
+       extract(epoch FROM min(scheduled_at) - clock_timestamp())::float8
+FROM workflows.workflow_queue WHERE attempted_at IS NULL;
 
 -- name: get_instance
 SELECT id, workflow_id, status, input, output, error, created_at, updated_at, started_at,

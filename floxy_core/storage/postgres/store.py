@@ -6,6 +6,11 @@ is written back. Claims take a due queue row with `FOR UPDATE SKIP LOCKED` and n
 instance lock (another worker holding it means: try another row), so claims cannot deadlock
 with result transactions. No transaction is open while a handler runs; the claimed row carries a
 lease that another worker may take over once it expires.
+
+Every time this store compares or writes is the database's clock (`clock_timestamp()` once the
+rows are locked), never the caller's `now`: daemons whose clocks disagree behave as if they
+agreed (DECISIONS.md "Instances and definitions"). Only `clock="caller"` (one process driving a
+fake clock in deterministic tests) makes the store use the `now` it is given.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from __future__ import annotations
 import contextlib
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from floxy_core import values
 from floxy_core.engine.state import HookCall, InstanceState, Transition
@@ -50,10 +56,6 @@ _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock det
 _DATA_SQLSTATE_CLASSES = {"22", "54"}
 """Data exception (a value out of range, an untranslatable character) and program limit
 exceeded (nesting, sizes): the same write would fail again, so it is not an outage."""
-
-
-def _ts(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
 def _epoch(value: Any) -> float | None:
@@ -164,10 +166,12 @@ class PostgresStore:
         max_size: int = 8,
         seed: int | None = None,
         connect_timeout: float = 10.0,
+        clock: Literal["database", "caller"] = "database",
     ) -> None:
         from psycopg_pool import ConnectionPool
 
         self.dsn = dsn
+        self._caller_clock = clock == "caller"
         self.pool: ConnectionPool[Any] = ConnectionPool(
             dsn,
             min_size=min_size,
@@ -198,6 +202,11 @@ class PostgresStore:
         if self._listener is not None:  # it notices within its one-second poll
             self._listener.join(2.0)
         self.pool.close()
+
+    def _now(self, now: float) -> datetime | None:
+        """The `now` parameter of a statement: NULL (the database's clock) unless the caller's
+        clock was asked for."""
+        return datetime.fromtimestamp(_micro(now), UTC) if self._caller_clock else None
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
@@ -274,26 +283,26 @@ class PostgresStore:
         self, workflow_id: str, data: JSON, now: float, decide: Callable[[Transition], None]
     ) -> tuple[int, list[HookCall]]:
         definition = self.get_definition(workflow_id)
-        now = _micro(now)
 
         def run() -> tuple[int, list[HookCall]]:
             with self._unit() as unit:
                 row = unit.begin(
                     q("insert_instance"),
-                    {"workflow_id": definition.id, "input": _json(data), "now": _ts(now)},
+                    {"workflow_id": definition.id, "input": _json(data), "now": self._now(now)},
                 )
                 assert row is not None
+                created = row[1]
+                at = _micro(created.timestamp())
                 instance = Instance(
                     id=int(row[0]),
                     workflow_id=definition.id,
                     status=InstanceStatus.PENDING,
                     input=data,
-                    created_at=now,
-                    updated_at=now,
+                    created_at=at,
+                    updated_at=at,
                 )
-                created = row[1]
                 state = InstanceState(definition=definition, instance=instance)
-                tx = Transition(state, now, self._rng)
+                tx = Transition(state, at, self._rng)
                 decide(tx)
                 self._finish(unit, tx, _Keys(instance_created=created))
                 self._created.put(instance.id, created)
@@ -304,18 +313,22 @@ class PostgresStore:
     def transact(
         self, instance_id: int, now: float, decide: Callable[[Transition], T]
     ) -> tuple[T, list[HookCall]]:
-        now = _micro(now)
+        """The transaction runs at the database's clock (`now` only with `clock="caller"`)."""
 
         def run() -> tuple[T, list[HookCall]]:
             with self._unit() as unit:
                 row = unit.begin(
                     q("lock_load"),
-                    {"id": instance_id, "created": self._created.get(instance_id), "now": _ts(now)},
+                    {
+                        "id": instance_id,
+                        "created": self._created.get(instance_id),
+                        "now": self._now(now),
+                    },
                 )
                 if row is None or row[0] is None:
                     raise NotFoundError(f"instance {instance_id} not found")
                 state, keys = self._state(instance_id, row[0])
-                tx = Transition(state, now, self._rng)
+                tx = Transition(state, _micro(row[1]), self._rng)
                 result = decide(tx)
                 self._finish(unit, tx, keys)
                 return result, tx.committed_hooks()
@@ -325,18 +338,19 @@ class PostgresStore:
     def claim(
         self, now: float, aging_rate: float, decide: Callable[[Transition, QueueItem], T]
     ) -> tuple[bool, T | None, list[HookCall]]:
-        now = _micro(now)
+        """Due times, leases and aging are judged by the database's clock (`now` only with
+        `clock="caller"`)."""
 
         def run() -> tuple[bool, T | None, list[HookCall]]:
             with self._unit() as unit:
-                row = unit.begin(q("claim"), {"now": _ts(now), "rate": max(aging_rate, 0.0)})
+                row = unit.begin(q("claim"), {"now": self._now(now), "rate": max(aging_rate, 0.0)})
                 claimed = row[0] if row else None
                 if claimed is None:
                     unit.commit()
                     return False, None, []
                 instance_id, item_id = int(claimed["instance_id"]), int(claimed["item_id"])
                 state, keys = self._state(instance_id, claimed["state"])
-                tx = Transition(state, now, self._rng)
+                tx = Transition(state, _micro(row[1]), self._rng)
                 item = next(i for i in state.queue if i.id == item_id)
                 result = decide(tx, item)
                 self._finish(unit, tx, keys)
@@ -623,9 +637,12 @@ class PostgresStore:
             self._work.notify_all()
 
     def next_due(self) -> float | None:
+        """On the caller's clock (it only sizes an idle wait): the database says how far off."""
         with self._conn() as conn:
             row = conn.execute(q("next_due")).fetchone()
-        return _epoch(row[0]) if row else None
+        if row is None or row[0] is None:
+            return None
+        return float(row[0]) if self._caller_clock else time.time() + float(row[1])
 
     def release_claim(self, instance_id: int, item_id: int, worker: str) -> bool:
         """Give a claimed item back to the queue at once (graceful shutdown)."""
@@ -639,10 +656,16 @@ class PostgresStore:
             return conn.execute(q("queue_item_exists"), {"id": item_id}).fetchone() is not None
 
     def renew_lease(self, instance_id: int, item_id: int, worker: str, until: float) -> bool:
+        """`until` is on the caller's clock: only its distance from now is used, from the
+        database's clock. False when the lease ran out or was taken over: the call must stop."""
+        params = {
+            "id": item_id,
+            "worker": worker,
+            "seconds": max(0.0, until - time.time()),
+            "until": self._now(until),
+        }
         with self._conn() as conn:
-            cur = conn.execute(
-                q("renew_lease"), {"id": item_id, "worker": worker, "until": _ts(until)}
-            )
+            cur = conn.execute(q("renew_lease"), params)
             return cur.rowcount > 0
 
     # -- reads ------------------------------------------------------------------------------
