@@ -316,10 +316,15 @@ class BashHandler:
             raise HandlerError(f"cannot start script: {exc}") from exc
         try:
             return self._collect(proc, ctx)
+        except BaseException:
+            # Interrupted, timed out, over a cap, or an exception of ours: leave nothing behind,
+            # and return only once the whole group is gone, so that a compensation never starts
+            # while a process of the call it undoes still runs.
+            _kill_group(proc)
+            proc.wait()
+            _await_group_exit(proc.pid)
+            raise
         finally:
-            if proc.returncode is None:  # an error or an exception of ours: leave nothing behind
-                _kill_group(proc)
-                proc.wait()
             assert proc.stdout is not None and proc.stderr is not None
             proc.stdout.close()
             proc.stderr.close()
@@ -446,6 +451,26 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the script's whole process group (it leads its own session), grandchildren too."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+_GROUP_EXIT_WAIT_S = 5.0
+"""How long a killed group may take to vanish; its members' exit is asynchronous to SIGKILL."""
+
+
+def _await_group_exit(pgid: int) -> None:
+    """Wait until no process of the group is left (the leader's exit does not mean the script's:
+    the guard leads the group, and bash and its children die a moment later)."""
+    deadline = time.monotonic() + _GROUP_EXIT_WAIT_S
+    delay = 0.001
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:  # a member changed its user: it is not ours to wait for
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 class _Tail:
