@@ -661,9 +661,10 @@ class PostgresStore:
             ).fetchall()
         return [self._instance(r) for r in rows]
 
-    def get_steps(self, instance_id: int) -> list[StepRecord]:
+    def get_steps(self, instance_id: int, *statuses: StepStatus) -> list[StepRecord]:
         with self._conn() as conn:
             rows = conn.execute(q("get_steps"), {"id": instance_id}).fetchall()
+        wanted = {s.value for s in statuses}
         return [
             StepRecord(
                 id=int(r[0]),
@@ -683,6 +684,7 @@ class PostgresStore:
                 completed_at=_epoch(r[14]),
             )
             for r in rows
+            if not wanted or r[4] in wanted
         ]
 
     def get_events(self, instance_id: int) -> list[Event]:
