@@ -28,16 +28,31 @@ RETURNS JSON LANGUAGE sql STABLE AS $$
 $$;
 
 -- The step rows of one instance in the document's shape, in creation order: those named in
--- `p_names`, or all of them when it is NULL.
+-- `p_names`, or all of them when it is NULL. PL/pgSQL, not SQL: its plans are cached per
+-- session (an SQL function's are made again on every call, across every daily partition), and
+-- each branch has a plan of its own (by name through the (instance_id, step_name) index).
 CREATE FUNCTION workflows.floxy_steps(
     p_id BIGINT, p_created TIMESTAMPTZ, p_now TIMESTAMPTZ, p_names TEXT[])
-RETURNS JSON LANGUAGE sql STABLE AS $$
-    SELECT coalesce(json_agg(workflows.floxy_step_json(s) ORDER BY s.created_at, s.id), '[]')
-    FROM workflows.workflow_steps s
-    WHERE s.instance_id = p_id
-      AND s.created_at >= p_created - interval '1 hour'
-      AND s.created_at < greatest(p_created, p_now) + interval '1 hour'
-      AND (p_names IS NULL OR s.step_name = ANY(p_names));
+RETURNS JSON LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_since TIMESTAMPTZ := p_created - interval '1 hour';
+    v_until TIMESTAMPTZ := greatest(p_created, p_now) + interval '1 hour';
+    v_steps JSON;
+BEGIN
+    IF p_names IS NULL THEN
+        SELECT coalesce(json_agg(workflows.floxy_step_json(s) ORDER BY s.created_at, s.id), '[]')
+        INTO v_steps
+        FROM workflows.workflow_steps s
+        WHERE s.instance_id = p_id AND s.created_at >= v_since AND s.created_at < v_until;
+    ELSE
+        SELECT coalesce(json_agg(workflows.floxy_step_json(s) ORDER BY s.created_at, s.id), '[]')
+        INTO v_steps
+        FROM workflows.workflow_steps s
+        WHERE s.instance_id = p_id AND s.step_name = ANY(p_names)
+          AND s.created_at >= v_since AND s.created_at < v_until;
+    END IF;
+    RETURN v_steps;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION workflows.floxy_state(p_id BIGINT, p_created TIMESTAMPTZ, p_now TIMESTAMPTZ)
