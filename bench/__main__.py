@@ -15,6 +15,8 @@ Workloads (no-op Python handlers, so the engine's own cost shows):
   latency   start -> first handler call and handler -> next handler, one instance at a time
   history   W1 again after 1,000,000 completed steps are in the tables
   memory    floxyd RSS with 4 workers and 10,000 active instances (waiting on a human step)
+  bigflow   one long instance per case, in memory and on PostgreSQL: per-step cost at 100 and
+            at 10,000 sequential steps, a fork of 1,000 branches, peak RSS (bench/bigflow.py)
 
 Timing starts with warm workers and a backlog already queued, and ends when the last instance is
 terminal. Throughputs and W3 are the median of 3 runs with min-max; latency pools its samples,
@@ -29,7 +31,7 @@ import sys
 
 from bench import saga
 
-ORDER = ["pgbench", "W1", "W2", "W4", "W3", "latency", "history", "memory"]
+ORDER = ["pgbench", "W1", "W2", "W4", "W3", "latency", "history", "memory", "bigflow"]
 
 
 def main() -> int:

@@ -562,6 +562,10 @@ def run(names: list[str], *, workers: int, instances: int | None, runs: int) -> 
                 results[name] = w_history(cluster, workers, instances, runs)
             elif name == "memory":
                 results[name] = w_memory(cluster, instances)
+            elif name == "bigflow":
+                from bench.bigflow import w_bigflow
+
+                results[name] = w_bigflow(cluster, runs)
             log(f"{name} done in {time.perf_counter() - t0:.0f}s")
     results["meta"]["load_after"] = round(os.getloadavg()[0], 2)
     return results
@@ -635,6 +639,10 @@ def report(results: dict[str, Any]) -> str:
                 f"{mem['rss_mib']:.1f} (peak {mem['peak_rss_mib']:.1f})",
             )
         )
+    if "bigflow" in results:
+        from bench.bigflow import report_rows
+
+        rows += report_rows(results["bigflow"])
     width = [max(len(r[i]) for r in rows) for i in range(3)] if rows else [0, 0, 0]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, width, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)

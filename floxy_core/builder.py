@@ -16,12 +16,13 @@ tasks), a flow may start with a parallel block, and errors inside else branches 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from floxy_core.durations import MAX_DURATION_MS, MAX_RETRIES
 from floxy_core.errors import DefinitionError
+from floxy_core.graph import graph_of
 from floxy_core.model import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_PRIORITY,
@@ -364,19 +365,6 @@ class Builder:
         return name
 
 
-def descendants(definition: WorkflowDefinition, name: str) -> frozenset[str]:
-    """Every step reachable from `name` along next/else/branch edges (not compensations)."""
-    seen: set[str] = set()
-    stack = [name]
-    while stack:
-        current = definition.steps[stack.pop()]
-        for nxt in (*current.next, *current.parallel, *filter(None, [current.else_step])):
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return frozenset(seen)
-
-
 def validate_definition(definition: WorkflowDefinition) -> None:
     """Reject graphs the engine cannot run: dangling references, missing handlers, cycles."""
     errors: list[str] = []
@@ -424,35 +412,4 @@ def _limit_errors(step: StepDefinition) -> list[str]:
 
 
 def _check_cycles(definition: WorkflowDefinition, errors: list[str]) -> None:
-    state: dict[str, int] = {}
-
-    def visit(name: str, path: list[str]) -> None:
-        state[name] = 1
-        step = definition.steps[name]
-        for nxt in (*step.next, *step.parallel, *filter(None, [step.else_step])):
-            if state.get(nxt) == 1:
-                errors.append("cycle detected: " + " -> ".join([*path, name, nxt]))
-            elif nxt not in state:
-                visit(nxt, [*path, name])
-        state[name] = 2
-
-    visit(definition.start, [])
-
-
-def compensation_of(definition: WorkflowDefinition, step: StepDefinition) -> StepDefinition | None:
-    if step.on_failure is None:
-        return None
-    return definition.steps.get(step.on_failure)
-
-
-def join_of(definition: WorkflowDefinition, block: StepDefinition) -> StepDefinition | None:
-    """The join that collects the branches of a fork or parallel step, if it has one."""
-    for name in block.next:
-        candidate = definition.steps[name]
-        if candidate.type is StepType.JOIN:
-            return candidate
-    return None
-
-
-def iter_tasks(definition: WorkflowDefinition) -> Iterable[StepDefinition]:
-    return (s for s in definition.steps.values() if s.type is StepType.TASK)
+    errors.extend("cycle detected: " + " -> ".join(path) for path in graph_of(definition).cycles())

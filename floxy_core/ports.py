@@ -16,6 +16,7 @@ from floxy_core.model import (
     WorkflowDefinition,
 )
 from floxy_core.records import field, record
+from floxy_core.status import StepStatus
 
 if TYPE_CHECKING:
     from floxy_core.engine.state import HookCall, Transition
@@ -91,7 +92,9 @@ class Store(Protocol):
 
     def get_instance(self, instance_id: int) -> Instance: ...
 
-    def get_steps(self, instance_id: int) -> list[StepRecord]: ...
+    def get_steps(self, instance_id: int, *statuses: StepStatus) -> list[StepRecord]:
+        """The instance's rows; only those in `statuses` when some are given."""
+        ...
 
     def get_events(self, instance_id: int) -> list[Event]: ...
 

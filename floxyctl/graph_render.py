@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from floxy_core.graph import graph_of
 from floxy_core.model import VIRTUAL_PREFIX, StepDefinition, StepType, WorkflowDefinition
 
 __all__ = ["to_dot", "to_mermaid"]
@@ -37,10 +38,6 @@ def _node_ids(defn: WorkflowDefinition) -> dict[str, str]:
     return {name: f"n{index}" for index, name in enumerate(defn.steps)}
 
 
-def _successors(step: StepDefinition) -> tuple[str, ...]:
-    return (*step.next, *step.parallel, *filter(None, [step.else_step]))
-
-
 def _path_ends(defn: WorkflowDefinition, cond: str, waited: set[str]) -> list[tuple[str, str]]:
     """(step, edge label) pairs where the paths leaving condition `cond` stop.
 
@@ -54,18 +51,12 @@ def _path_ends(defn: WorkflowDefinition, cond: str, waited: set[str]) -> list[tu
     ends: list[tuple[str, str]] = []
     if root.else_step is None:
         ends.append((cond, "false" if root.next else ""))
-    reachable: set[str] = set()
-    stack = list(_successors(root))
-    while stack:
-        name = stack.pop()
-        if name in reachable or name not in steps:
-            continue
-        reachable.add(name)
-        stack.extend(_successors(steps[name]))
+    graph = graph_of(defn)
+    reachable = graph.descendants(cond)
     ends.extend(
         (name, "")
-        for name, step in steps.items()
-        if name in reachable and not _successors(step) and name not in waited
+        for name in steps
+        if name in reachable and not graph.successors(name) and name not in waited
     )
     return ends
 

@@ -248,15 +248,17 @@ class _Session:
             live.start()
         deadline = started + self.timeout_s
         seen = -1
+        next_frame = 0.0
         try:
             while True:
                 self._handle_interrupts(runtime, instance_id)
                 instance = store.get_instance(instance_id)
-                steps = store.get_steps(instance_id)
-                if live is not None:
+                if live is not None and time.monotonic() >= next_frame:
+                    # at the display's own rate: a table of a long flow costs its length
+                    next_frame = time.monotonic() + 1 / 12
                     live.update(
                         render.steps_table(
-                            steps,
+                            store.get_steps(instance_id),
                             store.get_events(instance_id),
                             title=f"{instance.workflow_id} #{instance_id}: {instance.status}",
                         )
@@ -264,16 +266,19 @@ class _Session:
                 status = instance.status
                 if status.terminal:
                     return None, _exit_code(status)
-                if status is InstanceStatus.DLQ and not any(
-                    s.status is StepStatus.RUNNING for s in steps
+                # only the rows in these statuses: reading every row on each change made a run
+                # quadratic in the flow's length
+                if status is InstanceStatus.DLQ and not store.get_steps(
+                    instance_id, StepStatus.RUNNING
                 ):
                     return (
                         "Paused: a step failed and the flow is in DLQ mode "
                         "(requeue it with floxyctl dlq requeue in database mode).",
                         exits.PAUSED,
                     )
-                waiting = [s for s in steps if s.status is StepStatus.WAITING_DECISION]
+                waiting = store.get_steps(instance_id, StepStatus.WAITING_DECISION)
                 if waiting and status is InstanceStatus.RUNNING:
+                    steps = store.get_steps(instance_id)
                     note = self._answer_humans(runtime, instance_id, waiting, steps, live)
                     if note is not None:
                         return note, exits.PAUSED
@@ -362,8 +367,8 @@ class _Session:
         if store.get_instance(instance_id).status is not InstanceStatus.RUNNING:
             return True
         return not any(
-            s.step_name == step_name and s.status is StepStatus.WAITING_DECISION
-            for s in store.get_steps(instance_id)
+            s.step_name == step_name
+            for s in store.get_steps(instance_id, StepStatus.WAITING_DECISION)
         )
 
     def _report(

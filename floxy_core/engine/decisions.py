@@ -6,15 +6,16 @@ transaction) persists what the transition recorded and fires its hooks after com
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from floxy_core.builder import compensation_of, join_of
 from floxy_core.durations import RETRY_AFTER_CAP_MS
 from floxy_core.engine import joins, rollback
 from floxy_core.engine.retry import backoff_ms
 from floxy_core.engine.state import Transition
 from floxy_core.errors import ConditionError, ConflictError, NotFoundError
+from floxy_core.graph import graph_of
 from floxy_core.model import (
     JSON,
     RETRY_PRIORITY,
@@ -127,7 +128,7 @@ class Engine:
             return None
         definition = tx.defn(row.step_name)
         if row.status is StepStatus.COMPENSATION:
-            comp = compensation_of(tx.definition, definition)
+            comp = graph_of(tx.definition).compensation_of(definition.name)
             if comp is None or comp.handler is None:
                 tx.remove_queue(item)
                 rollback.compensation_result(tx, row, None)
@@ -204,15 +205,19 @@ class Engine:
         """
         for _ in range(64):  # bounded: each round consumes one queued item
             # what this transaction queued first (no id before the commit), then the rest
-            queued = [*tx.new_queue, *(i for i in tx.state.queue if i.id)]
-            ready = [i for i in queued if i.scheduled_at <= tx.now and i.attempted_by is None]
+            # snapshots, filtered lazily: the first ready item usually ends the round, so a wide
+            # fan-out's queue is not walked on every step
+            queued = itertools.chain(
+                tuple(tx.new_queue), (i for i in tuple(tx.state.queue) if i.id)
+            )
+            ready = (i for i in queued if i.scheduled_at <= tx.now and i.attempted_by is None)
             for item in ready:
                 row = tx.state.steps.get(item.step_name)
                 if row is None:
                     continue
                 definition = tx.defn(row.step_name)
                 if row.status is StepStatus.COMPENSATION:
-                    comp = compensation_of(tx.definition, definition)
+                    comp = graph_of(tx.definition).compensation_of(definition.name)
                     handler = comp.handler if comp is not None else None
                 elif definition.type is StepType.TASK and row.status is not StepStatus.INTERRUPTED:
                     handler = definition.handler
@@ -434,7 +439,7 @@ class Engine:
             self._enter_dlq(tx, row, error)
             return
         tx.event("step_failed", row.step_name, step_type=row.step_type.value, error=error)
-        chain = joins.enclosing_blocks(tx.definition, row.step_name)
+        chain = graph_of(tx.definition).enclosing_blocks(row.step_name)
         race = next((b for b in chain if _join_strategy(tx, b[0].name) is JoinStrategy.ANY), None)
         if race is not None:
             # Only this branch of an `any` block failed; the join fails when every branch did.
@@ -467,8 +472,9 @@ class Engine:
     def _stop_branch(self, tx: Transition, block: StepDefinition, branch: str) -> None:
         """Stop what still runs in one branch of `block` (nested blocks inside it included)."""
         message = f"Skipped: branch {branch!r} of {block.name!r} failed"
+        graph = graph_of(tx.definition)
         for other in list(tx.rows(*ACTIVE_STEP, StepStatus.FAILED)):
-            if (block, branch) in joins.enclosing_blocks(tx.definition, other.step_name):
+            if (block, branch) in graph.enclosing_blocks(other.step_name):
                 self._stop_step(tx, other, message, reason="branch_failed")
 
     def _stop_active(self, tx: Transition, message: str, *, reason: str) -> None:
@@ -754,5 +760,5 @@ def _call_under_way(row: StepRecord | None, item: QueueItem) -> bool:
 
 
 def _join_strategy(tx: Transition, block: str) -> JoinStrategy | None:
-    join = join_of(tx.definition, tx.defn(block))
+    join = graph_of(tx.definition).join_of(block)
     return join.join_strategy if join else None

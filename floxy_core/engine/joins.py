@@ -2,67 +2,21 @@
 
 from __future__ import annotations
 
-from floxy_core.builder import join_of
 from floxy_core.engine.state import Transition
+from floxy_core.graph import Block, graph_of
 from floxy_core.model import (
     DEFAULT_PRIORITY,
-    ROOT,
     VIRTUAL_PREFIX,
     JoinState,
     JoinStrategy,
     StepDefinition,
     StepRecord,
-    StepType,
-    WorkflowDefinition,
 )
 from floxy_core.status import InstanceStatus, StepStatus
 
-_BLOCKS = (StepType.FORK, StepType.PARALLEL)
-
-
-def enclosing_block(definition: WorkflowDefinition, name: str) -> tuple[StepDefinition, str] | None:
-    """The innermost fork/parallel step whose branches contain `name`, and that branch's start."""
-    current = name
-    for _ in range(len(definition.steps) + 1):
-        step = definition.steps[current]
-        parent_name = step.prev
-        if not parent_name or parent_name == ROOT:
-            return None
-        parent = definition.steps[parent_name]
-        if parent.type in _BLOCKS and current in parent.parallel:
-            return parent, current
-        current = parent_name
-    return None
-
-
-def enclosing_blocks(definition: WorkflowDefinition, name: str) -> list[tuple[StepDefinition, str]]:
-    """Every block around `name` with the branch it is in, innermost first."""
-    chain: list[tuple[StepDefinition, str]] = []
-    current = name
-    while (found := enclosing_block(definition, current)) is not None:
-        chain.append(found)
-        current = found[0].name
-    return chain
-
-
-def block_steps(definition: WorkflowDefinition, block: StepDefinition) -> set[str]:
-    """Every step inside the branches of `block` (nested blocks included)."""
-    inside: set[str] = set()
-    for name in definition.steps:
-        current: str | None = name
-        while current is not None:
-            found = enclosing_block(definition, current)
-            if found is None:
-                break
-            if found[0].name == block.name:
-                inside.add(name)
-                break
-            current = found[0].name
-    return inside
-
 
 def create_join_state(tx: Transition, block: StepDefinition) -> None:
-    join = join_of(tx.definition, block)
+    join = graph_of(tx.definition).join_of(block.name)
     if join is None or join.name in tx.state.joins:
         return
     waiting = list(join.wait_for or block.parallel)
@@ -76,11 +30,22 @@ def create_join_state(tx: Transition, block: StepDefinition) -> None:
 
 
 def _entry_for_branch(tx: Transition, state: JoinState, branch: str, block: str) -> str | None:
+    """The first entry of `state.waiting_for` that stands for `branch` of `block`.
+
+    Entries are only ever replaced by a step of their own branch or appended, so when the
+    branch's entry of the initial list is still at its place it is the first one: no scan.
+    """
+    graph = graph_of(tx.definition)
+    initial = graph.waiting_entry(block, branch)
+    if initial is not None:
+        index, entry = initial
+        if index < len(state.waiting_for) and state.waiting_for[index] == entry:
+            return entry
     for entry in state.waiting_for:
         name = entry.removeprefix(VIRTUAL_PREFIX)
         if name not in tx.definition.steps:
             continue
-        found = enclosing_block(tx.definition, name)
+        found = graph.enclosing_block(name)
         if found is not None and found[0].name == block and found[1] == branch:
             return entry
     return None
@@ -91,15 +56,15 @@ def branch_finished(
     row: StepRecord,
     *,
     success: bool,
-    within: tuple[StepDefinition, str] | None = None,
+    within: Block | None = None,
 ) -> bool:
     """Tell the join of a block that `row` ended one of its branches (the innermost block, or
     the one given in `within`). False when no join waits."""
-    found = within or enclosing_block(tx.definition, row.step_name)
+    found = within or graph_of(tx.definition).enclosing_block(row.step_name)
     if found is None:
         return False
     block, branch = found
-    join = join_of(tx.definition, block)
+    join = graph_of(tx.definition).join_of(block.name)
     if join is None:
         return False
     state = tx.state.joins.get(join.name)

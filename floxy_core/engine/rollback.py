@@ -9,10 +9,10 @@ before it. No compensation starts while an interrupted call it may undo is still
 
 from __future__ import annotations
 
-from floxy_core.builder import compensation_of, descendants
 from floxy_core.engine.retry import backoff_ms
 from floxy_core.engine.state import Transition
-from floxy_core.model import COMPENSATION_PRIORITY, ROOT, StepRecord, StepType
+from floxy_core.graph import graph_of
+from floxy_core.model import COMPENSATION_PRIORITY, StepRecord
 from floxy_core.status import InstanceStatus, StepStatus
 
 COMPENSATION_EXHAUSTED = "compensation max retries exceeded"
@@ -22,21 +22,12 @@ compensation was due)."""
 
 
 def nearest_savepoint(tx: Transition, step_name: str) -> str | None:
-    """Walk back from `step_name` to the closest savepoint that completed."""
-    steps = tx.definition.steps
-    current = steps[step_name].prev
-    for _ in range(len(steps) + 1):
-        if not current or current == ROOT:
-            return None
-        definition = steps[current]
-        row = tx.state.steps.get(current)
-        if (
-            definition.type is StepType.SAVE_POINT
-            and row is not None
-            and row.status is StepStatus.COMPLETED
-        ):
-            return current
-        current = definition.prev
+    """Walk back from `step_name` to the closest savepoint that completed (only savepoints are
+    visited, not the steps between them)."""
+    for savepoint in graph_of(tx.definition).savepoints_above(step_name):
+        row = tx.state.steps.get(savepoint)
+        if row is not None and row.status is StepStatus.COMPLETED:
+            return savepoint
     return None
 
 
@@ -46,7 +37,7 @@ def begin(tx: Transition, failed: StepRecord | None, *, to_savepoint: bool) -> N
     if failed is not None and to_savepoint:
         savepoint = nearest_savepoint(tx, failed.step_name)
         if savepoint is not None:
-            scope = descendants(tx.definition, savepoint)
+            scope = graph_of(tx.definition).descendants(savepoint)
             tx.event("rollback_started", failed.step_name, savepoint=savepoint)
     started = (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.INTERRUPTED)
     candidates = [
@@ -70,7 +61,7 @@ def call_ended(tx: Transition, row: StepRecord) -> None:
 
 
 def _mark(tx: Transition, row: StepRecord) -> None:
-    if compensation_of(tx.definition, tx.defn(row.step_name)) is None:
+    if graph_of(tx.definition).compensation_of(row.step_name) is None:
         tx.update_step(row, StepStatus.ROLLED_BACK)
         tx.event(
             "step_completed",
@@ -109,7 +100,7 @@ def advance(tx: Transition) -> None:
     if waiting:
         row = max(waiting, key=lambda r: _order_key(tx, r))
         tx.enqueue(row.step_name, 0, COMPENSATION_PRIORITY)
-        comp = compensation_of(tx.definition, tx.defn(row.step_name))
+        comp = graph_of(tx.definition).compensation_of(row.step_name)
         tx.event(
             "step_started",
             row.step_name,
@@ -145,7 +136,7 @@ def finish(tx: Transition) -> None:
 
 def compensation_result(tx: Transition, row: StepRecord, error: str | None) -> None:
     """Apply the outcome of one compensation attempt (`error` None means it succeeded)."""
-    comp = compensation_of(tx.definition, tx.defn(row.step_name))
+    comp = graph_of(tx.definition).compensation_of(row.step_name)
     if error is None or comp is None:
         tx.update_step(row, StepStatus.ROLLED_BACK)
         tx.event(

@@ -11,7 +11,7 @@ import math
 import random
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from floxy_core.engine.state import HookCall, InstanceState, Transition
 from floxy_core.errors import ConflictError, NotFoundError
@@ -30,29 +30,70 @@ from floxy_core.status import InstanceStatus, StepStatus
 T = TypeVar("T")
 
 
-def _clone(state: InstanceState) -> InstanceState:
-    """Copy what a decision may mutate; JSON payloads are never mutated, so they are shared."""
-    return InstanceState(
-        definition=state.definition,
-        instance=copy.copy(state.instance),
-        steps={name: copy.copy(row) for name, row in state.steps.items()},
-        joins={
-            name: JoinState(
-                j.instance_id,
-                j.join_step,
-                list(j.waiting_for),
-                j.strategy,
-                list(j.completed),
-                list(j.failed),
-                j.is_ready,
-            )
-            for name, j in state.joins.items()
-        },
-        queue=[copy.copy(q) for q in state.queue],
-        decisions=dict(state.decisions),
-        dlq=list(state.dlq),
-        cancel_request=state.cancel_request,
-    )
+class _Journaled(Transition):
+    """A transition over the store's own step rows and queue items that can be undone.
+
+    Copying every record of an instance for each transaction made a step's cost grow with the
+    instance; instead the first change to a row or queue item in a transaction saves its fields,
+    and `undo` puts them back when the decision raises (atomic state changes). Joins, the
+    instance and the small lists are still copied: the engine edits join lists in place.
+    """
+
+    def __init__(self, state: InstanceState, now: float, rng: random.Random) -> None:
+        working = InstanceState(
+            definition=state.definition,
+            instance=copy.copy(state.instance),
+            steps=state.steps,
+            joins={
+                name: JoinState(
+                    j.instance_id,
+                    j.join_step,
+                    list(j.waiting_for),
+                    j.strategy,
+                    list(j.completed),
+                    list(j.failed),
+                    j.is_ready,
+                )
+                for name, j in state.joins.items()
+            },
+            queue=list(state.queue),
+            decisions=dict(state.decisions),
+            dlq=list(state.dlq),
+            cancel_request=state.cancel_request,
+        )
+        super().__init__(working, now, rng)
+        self._saved: dict[int, tuple[StepRecord | QueueItem, dict[str, Any]]] = {}
+        self._replaced: list[tuple[str, StepRecord | None]] = []
+
+    def _save(self, target: StepRecord | QueueItem) -> None:
+        if id(target) not in self._saved:
+            self._saved[id(target)] = (target, dict(target.__dict__))
+
+    def create_step(
+        self, name: str, data: JSON, status: StepStatus = StepStatus.PENDING
+    ) -> StepRecord:
+        self._replaced.append((name, self.state.steps.get(name)))
+        return super().create_step(name, data, status)
+
+    def update_step(self, row: StepRecord, status: StepStatus | None = None, **fields: Any) -> None:
+        self._save(row)
+        super().update_step(row, status, **fields)
+
+    def touch_queue(self, item: QueueItem, **fields: Any) -> None:
+        self._save(item)
+        super().touch_queue(item, **fields)
+
+    def undo(self) -> None:
+        """Put back every row and queue item as it was before this transaction."""
+        for target, fields in self._saved.values():
+            target.__dict__.clear()
+            target.__dict__.update(fields)
+        steps = self.state.steps
+        for name, previous in reversed(self._replaced):
+            if previous is None:
+                steps.pop(name, None)
+            else:
+                steps[name] = previous
 
 
 class MemoryStore:
@@ -64,6 +105,9 @@ class MemoryStore:
         self._states: dict[int, InstanceState] = {}
         self._events: dict[int, list[Event]] = {}
         self._queued: set[int] = set()
+        self._by_status: dict[int, dict[StepStatus, dict[str, StepRecord]]] = {}
+        """Per instance, its rows by status, kept at commit, so a front end that follows a run
+        reads the few rows it looks for, not the whole instance, on every change."""
         self._ids = {"instance": 0, "step": 0, "queue": 0, "event": 0, "dlq": 0}
 
     def _next_id(self, kind: str) -> int:
@@ -112,7 +156,7 @@ class MemoryStore:
                 updated_at=now,
             )
             state = InstanceState(definition=definition, instance=instance)
-            tx = Transition(_clone(state), now, self._rng)
+            tx = _Journaled(state, now, self._rng)
             decide(tx)
             self._ids["instance"] = instance.id
             self._states[instance.id] = state
@@ -124,9 +168,8 @@ class MemoryStore:
         self, instance_id: int, now: float, decide: Callable[[Transition], T]
     ) -> tuple[T, list[HookCall]]:
         with self._lock:
-            state = self._state(instance_id)
-            tx = Transition(_clone(state), now, self._rng)
-            result = decide(tx)
+            tx = _Journaled(self._state(instance_id), now, self._rng)
+            result = self._decide(tx, lambda: decide(tx))
             self._commit(tx)
             return result, tx.committed_hooks()
 
@@ -159,11 +202,18 @@ class MemoryStore:
             if best is None:
                 return False, None, []
             _, state, item = best
-            tx = Transition(_clone(state), now, self._rng)
-            claimed = next(q for q in tx.state.queue if q.id == item.id)
-            result = decide(tx, claimed)
+            tx = _Journaled(state, now, self._rng)
+            result = self._decide(tx, lambda: decide(tx, item))
             self._commit(tx)
             return True, result, tx.committed_hooks()
+
+    @staticmethod
+    def _decide(tx: _Journaled, decide: Callable[[], T]) -> T:
+        try:
+            return decide()
+        except BaseException:
+            tx.undo()
+            raise
 
     def _state(self, instance_id: int) -> InstanceState:
         state = self._states.get(instance_id)
@@ -193,6 +243,9 @@ class MemoryStore:
             )
         if tx.cancel_request_done:
             state.cancel_request = None
+        index = self._by_status.setdefault(state.instance.id, {})
+        for row in (*tx.new_steps, *tx.dirty_steps.values()):
+            self._index(index, row)
         self._states[state.instance.id] = state
         if state.queue:
             self._queued.add(state.instance.id)
@@ -200,6 +253,13 @@ class MemoryStore:
             self._queued.discard(state.instance.id)
         if tx.new_queue or tx.dirty_queue:
             self._work_ready.notify_all()
+
+    @staticmethod
+    def _index(index: dict[StepStatus, dict[str, StepRecord]], row: StepRecord) -> None:
+        for status, rows in index.items():
+            if status is not row.status and rows.get(row.step_name) is not None:
+                del rows[row.step_name]
+        index.setdefault(row.status, {})[row.step_name] = row
 
     def wait_for_work(self, timeout: float) -> None:
         """Block until new queue items are committed or `timeout` seconds pass."""
@@ -242,6 +302,7 @@ class MemoryStore:
                     row = state.steps.get(item.step_name)
                     if row is not None and row.status is StepStatus.RUNNING:
                         row.status = StepStatus.PENDING  # nothing runs it until claimed again
+                        self._index(self._by_status[instance_id], row)
                     self._work_ready.notify_all()
                     return True
             return False
@@ -263,9 +324,15 @@ class MemoryStore:
         with self._lock:
             return copy.copy(self._state(instance_id).instance)
 
-    def get_steps(self, instance_id: int) -> list[StepRecord]:
+    def get_steps(self, instance_id: int, *statuses: StepStatus) -> list[StepRecord]:
+        """Every row in creation order, or only the rows in `statuses` (by id)."""
         with self._lock:
-            return [copy.copy(r) for r in self._state(instance_id).steps.values()]
+            state = self._state(instance_id)
+            if not statuses:
+                return [copy.copy(r) for r in state.steps.values()]
+            index = self._by_status.get(instance_id, {})
+            found = [r for s in set(statuses) for r in index.get(s, {}).values()]
+            return [copy.copy(r) for r in sorted(found, key=lambda r: r.id)]
 
     def get_events(self, instance_id: int) -> list[Event]:
         with self._lock:

@@ -1015,7 +1015,7 @@ def check_invariants(
     """Read the database and the ledger; return the checks and the figures of the run."""
     import psycopg
 
-    from floxy_core.builder import descendants
+    from floxy_core.graph import graph_of
 
     with psycopg.connect(dsn) as conn:
         instances = {
@@ -1222,7 +1222,7 @@ def check_invariants(
             savepoints = [n for n, d in definition.steps.items() if d.type.value == "save_point"]
             for sp in savepoints:
                 if status == "failed" and rows.get(sp, {}).get("status") == "completed":
-                    scope = set(descendants(definition, sp))
+                    scope = set(graph_of(definition).descendants(sp))
             first_ok: list[tuple[float, str]] = []
             for name, r in rows.items():
                 d = definition.steps[name]

@@ -23,9 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from floxy_core.builder import Builder, Compensation, Options, Task, descendants
+from floxy_core.builder import Builder, Compensation, Options, Task
 from floxy_core.conditions import evaluate_condition, parse_condition
 from floxy_core.errors import ConditionError, FloxyError, HandlerError, ValidationError
+from floxy_core.graph import graph_of
 from floxy_core.model import JoinStrategy, WorkflowDefinition
 from floxy_core.ports import StepContext
 from floxy_core.runtime import Runtime
@@ -565,7 +566,7 @@ def check_engine_invariants(run: Run) -> None:
         completed = [c.step for c in task_calls if c.ok]
         started = _by_last_call([c.step for c in task_calls])
         savepoint = _last_completed_savepoint(run)
-        scope = descendants(definition, savepoint) if savepoint else set(definition.steps)
+        scope = graph_of(definition).descendants(savepoint) if savepoint else set(definition.steps)
         expected = [n for n in reversed(started) if spec.tasks[n].undo and n in scope]
         got = _grouped([c.step for c in comp_calls])
         if trigger is not None and spec.tasks[trigger].undo:

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from floxy_core.builder import Builder, Compensation, Options, Task, descendants
+from floxy_core.builder import Builder, Compensation, Options, Task
 from floxy_core.errors import DefinitionError, ValidationError
+from floxy_core.graph import graph_of
 from floxy_core.model import (
     ROOT,
     JoinStrategy,
@@ -100,7 +101,7 @@ def link(
 
 
 def reachable(definition: WorkflowDefinition) -> set[str]:
-    return {definition.start, *descendants(definition, definition.start)}
+    return {definition.start, *graph_of(definition).descendants(definition.start)}
 
 
 T, COND, PAR, FORK, JOIN, SP, HUMAN = (
@@ -242,8 +243,8 @@ def test_condition_next_and_else() -> None:
     assert links(wf.steps["large1"]) == link(T, "big", ("large2",))
     assert links(wf.steps["large2"]) == link(T, "large1")
     # branches do not re-merge: neither branch leads into the other
-    assert "large1" not in descendants(wf, "small1")
-    assert "small1" not in descendants(wf, "large1")
+    assert "large1" not in graph_of(wf).descendants("small1")
+    assert "small1" not in graph_of(wf).descendants("large1")
 
 
 def test_condition_false_branch_without_else_ends_the_path() -> None:

@@ -13,6 +13,7 @@ PURE = [
     ROOT / "model.py",
     ROOT / "status.py",
     ROOT / "builder.py",
+    ROOT / "graph.py",
     ROOT / "conditions.py",
     ROOT / "errors.py",
     ROOT / "durations.py",
@@ -62,3 +63,24 @@ def test_pure_modules_import_no_io(path: Path) -> None:
 
 def test_the_check_sees_imports() -> None:
     assert "floxy_core.engine.state" in _imports(ROOT / "engine" / "decisions.py")
+
+
+ENGINE_DECIDES = ["decisions.py", "joins.py", "rollback.py"]
+
+
+@pytest.mark.parametrize("name", ENGINE_DECIDES)
+def test_the_engine_asks_the_graph_not_the_builder(name: str) -> None:
+    """The shape of a flow lives in `graph.py`; `builder.py` is the user-facing construction
+    API, and the engine's decisions must not depend on it."""
+    imports = {i for i in _imports(ROOT / "engine" / name) if i.startswith("floxy_core")}
+    assert "floxy_core.builder" not in imports
+    assert "floxy_core.graph" in imports
+    others = {i for i in imports if not i.startswith("floxy_core.engine")}
+    assert others <= {
+        "floxy_core.model",
+        "floxy_core.graph",
+        "floxy_core.status",
+        "floxy_core.errors",
+        "floxy_core.records",
+        "floxy_core.conditions",
+    }

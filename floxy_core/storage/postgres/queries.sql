@@ -123,3 +123,7 @@ SELECT count(*) AS total,
        count(*) FILTER (WHERE status IN ('pending', 'running', 'dlq', 'rolling_back',
                                          'cancelling')) AS active
 FROM workflows.workflow_instances;
+
+-- name: state_steps
+-- migrations_pro/007: step rows of one instance in the state document's shape, by name or all.
+SELECT workflows.floxy_steps(%(id)s, %(created)s, %(now)s, %(names)s::text[]);

@@ -157,6 +157,90 @@ class _Keys:
     had_cancel_request: bool = False
 
 
+class _Steps(dict[str, StepRecord]):
+    """The step rows of one instance, as `InstanceState.steps`, read from the database only as
+    far as a decision looks.
+
+    The state document of a long instance holds only the rows its queue and decisions refer to
+    (migration 007), so a step's cost does not grow with the instance. A name not loaded yet is
+    looked up in the same transaction (its absence is remembered); after a few such misses, or
+    on any walk over all rows, the rest is read at once and the rows are put in creation order,
+    keeping the objects the decision already holds.
+    """
+
+    _MISSES_BEFORE_ALL = 8
+
+    def __init__(
+        self,
+        rows: list[StepRecord],
+        whole: bool,
+        fetch: Callable[[list[str] | None], list[StepRecord]],
+    ) -> None:
+        super().__init__((row.step_name, row) for row in rows)
+        self._whole = whole
+        self._fetch = fetch
+        self._absent: set[str] = set()
+        self._misses = 0
+
+    def _find(self, name: str) -> StepRecord | None:
+        found = dict.get(self, name)
+        if found is not None or self._whole or name in self._absent:
+            return found
+        self._misses += 1
+        if self._misses > self._MISSES_BEFORE_ALL:
+            self._load_all()
+            return dict.get(self, name)
+        for row in self._fetch([name]):
+            dict.setdefault(self, row.step_name, row)
+        found = dict.get(self, name)
+        if found is None:
+            self._absent.add(name)
+        return found
+
+    def _load_all(self) -> None:
+        if self._whole:
+            return
+        self._whole = True
+        ordered = {row.step_name: dict.get(self, row.step_name) or row for row in self._fetch(None)}
+        for name, row in dict.items(self):  # created by this transaction: last
+            ordered.setdefault(name, row)
+        dict.clear(self)
+        dict.update(self, ordered)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        found = self._find(name)
+        return default if found is None else found
+
+    def __getitem__(self, name: str) -> StepRecord:
+        found = self._find(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._find(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        self._load_all()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._load_all()
+        return dict.__len__(self)
+
+    def keys(self) -> Any:
+        self._load_all()
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self._load_all()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._load_all()
+        return dict.items(self)
+
+
 class PostgresStore:
     def __init__(
         self,
@@ -327,8 +411,9 @@ class PostgresStore:
                 )
                 if row is None or row[0] is None:
                     raise NotFoundError(f"instance {instance_id} not found")
-                state, keys = self._state(instance_id, row[0])
-                tx = Transition(state, _micro(row[1]), self._rng)
+                tx_now = _micro(row[1])
+                state, keys = self._state(unit, instance_id, row[0], tx_now)
+                tx = Transition(state, tx_now, self._rng)
                 result = decide(tx)
                 self._finish(unit, tx, keys)
                 return result, tx.committed_hooks()
@@ -349,8 +434,9 @@ class PostgresStore:
                     unit.commit()
                     return False, None, []
                 instance_id, item_id = int(claimed["instance_id"]), int(claimed["item_id"])
-                state, keys = self._state(instance_id, claimed["state"])
-                tx = Transition(state, _micro(row[1]), self._rng)
+                tx_now = _micro(row[1])
+                state, keys = self._state(unit, instance_id, claimed["state"], tx_now)
+                tx = Transition(state, tx_now, self._rng)
                 item = next(i for i in state.queue if i.id == item_id)
                 result = decide(tx, item)
                 self._finish(unit, tx, keys)
@@ -360,12 +446,15 @@ class PostgresStore:
 
     # -- loading and persisting -------------------------------------------------------------
 
-    def _state(self, instance_id: int, doc: list[Any]) -> tuple[InstanceState, _Keys]:
+    def _state(
+        self, unit: _Unit, instance_id: int, doc: list[Any], now: float
+    ) -> tuple[InstanceState, _Keys]:
         """The instance's records from the document `floxy_state` builds on the server."""
         (workflow_id, status, data, output, error, created_raw, updated, started, completed) = doc[
             :9
         ]
-        steps_raw, joins_raw, queue_raw, decisions_raw, dlq_raw, cancel_raw = doc[9:]
+        steps_raw, joins_raw, queue_raw, decisions_raw, dlq_raw, cancel_raw = doc[9:15]
+        whole = bool(doc[15]) if len(doc) > 15 else True
         created = _dt(created_raw)
         assert created is not None
         self._created.put(instance_id, created)
@@ -383,13 +472,13 @@ class PostgresStore:
             started_at=_epoch(started),
             completed_at=_epoch(completed),
         )
-        state = InstanceState(definition=definition, instance=instance)
         names: dict[int, str] = {}
-        for s in steps_raw:
+
+        def step(s: dict[str, Any]) -> StepRecord:
             keys.steps_created[s["step_name"]] = s["created_at"]
             keys.step_ids[s["step_name"]] = s["id"]
             names[s["id"]] = s["step_name"]
-            state.steps[s["step_name"]] = StepRecord(
+            return StepRecord(
                 id=s["id"],
                 instance_id=instance_id,
                 step_name=s["step_name"],
@@ -406,6 +495,18 @@ class PostgresStore:
                 started_at=_epoch(s["started_at"]),
                 completed_at=_epoch(s["completed_at"]),
             )
+
+        def fetch(wanted: list[str] | None) -> list[StepRecord]:
+            params = {"id": instance_id, "created": created, "now": _iso(now), "names": wanted}
+            unit.cur.execute(q("state_steps"), params)
+            found = unit.cur.fetchone()
+            return [step(s) for s in (found[0] if found else None) or []]
+
+        state = InstanceState(
+            definition=definition,
+            instance=instance,
+            steps=_Steps([step(s) for s in steps_raw], whole, fetch),
+        )
         for j in joins_raw:
             state.joins[j["join_step"]] = JoinState(
                 instance_id,
@@ -474,7 +575,7 @@ class PostgresStore:
         doc: dict[str, Any] = {
             "instance_id": inst.id,
             "instance_created": keys.instance_created.isoformat(),
-            "step_ids": keys.step_ids,
+            "step_ids": self._referenced_ids(tx, keys),
         }
         if tx.new_steps:
             doc["new_steps"] = [self._step_doc(row) for row in tx.new_steps]
@@ -569,6 +670,21 @@ class PostgresStore:
             record.id = int(new_id)
         for item, new_id in zip(tx.new_queue, ids["queue_ids"], strict=True):
             item.id = int(new_id)
+
+    @staticmethod
+    def _referenced_ids(tx: Transition, keys: _Keys) -> dict[str, int]:
+        """Ids of the stored steps this transaction's writes refer to by name (queue rows,
+        events, DLQ records, decisions): not the whole instance's, which grows with it."""
+        new = {row.step_name for row in tx.new_steps}
+        named = {
+            *(item.step_name for item in tx.new_queue),
+            *(event.step_name for event in tx.events if event.step_name is not None),
+            *(record.step_name for record in tx.new_dlq),
+            *(decision.step_name for decision in tx.new_decisions),
+        } - new
+        for name in named - keys.step_ids.keys():
+            tx.state.steps.get(name)  # not loaded yet: read it (and its id) now
+        return {name: keys.step_ids[name] for name in named if name in keys.step_ids}
 
     @staticmethod
     def _queue_doc(item: QueueItem) -> dict[str, Any]:
@@ -701,9 +817,10 @@ class PostgresStore:
             ).fetchall()
         return [self._instance(r) for r in rows]
 
-    def get_steps(self, instance_id: int) -> list[StepRecord]:
+    def get_steps(self, instance_id: int, *statuses: StepStatus) -> list[StepRecord]:
         with self._conn() as conn:
             rows = conn.execute(q("get_steps"), {"id": instance_id}).fetchall()
+        wanted = {s.value for s in statuses}
         return [
             StepRecord(
                 id=int(r[0]),
@@ -723,6 +840,7 @@ class PostgresStore:
                 completed_at=_epoch(r[14]),
             )
             for r in rows
+            if not wanted or r[4] in wanted
         ]
 
     def get_events(self, instance_id: int) -> list[Event]:
