@@ -458,19 +458,40 @@ _GROUP_EXIT_WAIT_S = 5.0
 
 
 def _await_group_exit(pgid: int) -> None:
-    """Wait until no process of the group is left (the leader's exit does not mean the script's:
-    the guard leads the group, and bash and its children die a moment later)."""
+    """Wait until no process of the group runs (the leader's exit does not mean the script's:
+    the guard leads the group, and bash and its children die a moment later). A zombie counts
+    as gone: it runs nothing, and who reaps it (here PID 1, whenever it likes) is not ours."""
     deadline = time.monotonic() + _GROUP_EXIT_WAIT_S
     delay = 0.001
     while time.monotonic() < deadline:
         try:
             os.killpg(pgid, 0)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):  # gone, or no longer ours to wait for
             return
-        except PermissionError:  # a member changed its user: it is not ours to wait for
+        if not _group_runs(pgid):
             return
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def _group_runs(pgid: int) -> bool:
+    """Whether a process of the group is anything but a zombie (Linux `/proc`; elsewhere the
+    group counts as running until `killpg` says it is gone)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 class _Tail:

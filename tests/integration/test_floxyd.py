@@ -543,7 +543,8 @@ handlers:
   - name: undo
     exec: |
       pid=$(head -1 {orphans})
-      if kill -0 "$pid" 2>/dev/null; then echo "undo while $pid alive" >> {undone}; fi
+      state=$(awk '{{print $3}}' /proc/"$pid"/stat 2>/dev/null || true)  # a zombie runs nothing
+      if [ -n "$state" ] && [ "$state" != Z ]; then echo "undo while $pid runs" >> {undone}; fi
       echo "undo for=$FLOXY_STEP_NAME" >> {undone}
       echo '{{}}'
 flows:

@@ -83,4 +83,5 @@ def test_the_engine_asks_the_graph_not_the_builder(name: str) -> None:
         "floxy_core.errors",
         "floxy_core.records",
         "floxy_core.conditions",
+        "floxy_core.durations",
     }
