@@ -55,7 +55,7 @@ def test_validate_and_run_a_long_flow(tmp_path: Path, text: str, steps: int) -> 
     checked = _ctl(tmp_path, "validate", "-f", "big.yaml")
     assert checked.returncode == 0, checked.stderr[-2000:]
     assert "ok (1 flow: big-v1)" in checked.stdout
-    ran = _ctl(tmp_path, "run", "-f", "big.yaml", "-i", "/dev/null", "--output", "json")
+    ran = _ctl(tmp_path, "run", "-f", "big.yaml", "--output", "json")
     assert ran.returncode == 0, ran.stderr[-2000:]
     report = json.loads(ran.stdout)
     assert report["status"] == "completed"

@@ -42,7 +42,10 @@ TB = """
     exec: |
       pid=$(grep "^ta started" "$LEDGER" | cut -d' ' -f3)
       state=gone
-      if [ "$pid" != http ] && kill -0 "$pid" 2>/dev/null; then state=alive; fi
+      if [ "$pid" != http ]; then  # a zombie runs nothing: only a running process is alive
+        run=$(awk '{print $3}' /proc/"$pid"/stat 2>/dev/null || true)
+        if [ -n "$run" ] && [ "$run" != Z ]; then state=alive; fi
+      fi
       echo "u for=$FLOXY_STEP_NAME ta=$state" >> "$LEDGER"
       echo '{}'
 """
