@@ -1,4 +1,5 @@
-"""Small helpers the test modules share: a free local port and polling with a deadline."""
+"""Small helpers the test modules share: a free local port, polling with a deadline, and the
+context a handler is called with."""
 
 from __future__ import annotations
 
@@ -27,3 +28,18 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+def step_context(**overrides: Any) -> Any:
+    """A handler's `StepContext` for instance 1 of `f-v1`, step `s`; `overrides` replace fields."""
+    from floxy_core.ports import StepContext
+
+    fields: dict[str, Any] = {
+        "instance_id": 1,
+        "workflow_id": "f-v1",
+        "step_name": "s",
+        "idempotency_key": "k",
+        "retry_count": 0,
+    }
+    fields.update(overrides)
+    return StepContext(**fields)

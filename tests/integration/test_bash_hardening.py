@@ -9,30 +9,17 @@ import resource
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from floxy_core.errors import HandlerError, HandlerTimeout
 from floxy_core.handlers.bash import BashHandler
-from floxy_core.ports import StepContext
+from tests.support import step_context as ctx
 
 DUMP_ENV = (
     'env -0 | jq -Rs \'split("\\u0000") | map(select(length > 0) | index("=") as $i'
     " | {key: .[:$i], value: .[$i+1:]}) | from_entries'"
 )
-
-
-def ctx(**overrides: Any) -> StepContext:
-    values: dict[str, Any] = {
-        "instance_id": 1,
-        "workflow_id": "f-v1",
-        "step_name": "s",
-        "idempotency_key": "k",
-        "retry_count": 0,
-    }
-    values.update(overrides)
-    return StepContext(**values)
 
 
 def attacks(markers: Path) -> dict[str, tuple[str, dict[str, str]]]:

@@ -15,22 +15,10 @@ import pytest
 
 from floxy_core.errors import HandlerError, HandlerTimeout
 from floxy_core.handlers.http import HttpHandler
-from floxy_core.ports import StepContext
+from tests.support import step_context as ctx
 
 TRICKLE_FOR_S = 15.0
 """How long the slow server keeps trickling: far past the timeout, short enough for old code."""
-
-
-def ctx(**overrides: Any) -> StepContext:
-    values: dict[str, Any] = {
-        "instance_id": 1,
-        "workflow_id": "f-v1",
-        "step_name": "s",
-        "idempotency_key": "k",
-        "retry_count": 0,
-    }
-    values.update(overrides)
-    return StepContext(**values)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from floxy_core.handlers.python import PythonHandler
 from floxy_core.handlers.registry import HandlerBuildError, build_handlers
 from floxy_core.ports import StepContext
 from floxy_core.spec import load_workflow_file
+from tests.support import step_context as _ctx
 
 FLOXYCTL = str(Path(sys.executable).with_name("floxyctl"))
 
@@ -115,18 +116,6 @@ def _write(tmp_path: Path, text: str, name: str = "wf.yaml") -> Path:
 def _calls(tmp_path: Path) -> list[str]:
     path = tmp_path / "calls"
     return path.read_text().split() if path.exists() else []
-
-
-def _ctx(**overrides: Any) -> StepContext:
-    values: dict[str, Any] = {
-        "instance_id": 1,
-        "workflow_id": "f-v1",
-        "step_name": "s",
-        "idempotency_key": "k",
-        "retry_count": 0,
-    }
-    values.update(overrides)
-    return StepContext(**values)
 
 
 WORKFLOW = """
