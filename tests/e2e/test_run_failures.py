@@ -598,9 +598,16 @@ flows:
 
 
 def test_a_failed_parallel_task_runs_its_own_compensation_first(run_flow, ledger):
+    """`b` fails only once `t` has completed (a sleep would not hold on a loaded machine; a `t`
+    that never started is skipped, not compensated, and this test is about the order)."""
     r = run_flow(
         NESTED
         + """
+  - name: bad_after_t
+    exec: |
+      until grep -q "^ok t$" "$LEDGER"; do sleep 0.01; done
+      echo "bad $FLOXY_STEP_NAME" >> "$LEDGER"
+      exit 1
 flows:
   - name: par
     steps:
@@ -608,7 +615,7 @@ flows:
       - type: parallel
         name: p
         tasks:
-          - {name: b, handler: bad, max_retries: 0, on_failure: undo}
+          - {name: b, handler: bad_after_t, max_retries: 0, on_failure: undo}
           - {name: t, handler: ok, on_failure: undo}
 """
     )
