@@ -5,7 +5,7 @@
 
 Cases: sequential no-op steps at 100 and at 10,000 steps, and a fork of 1,000 no-op branches.
 Each case runs in its own process (`--child`) so its peak RSS is its own; the worker loop runs
-on the main thread (`Runtime.run_once`, which chains to the next step in the same transaction),
+on the main thread (`Runtime.run_once`, one item per call),
 so the figure is the engine's and the store's cost per step, not thread wake-ups. The 100-step
 case runs 20 instances one after another, so that its per-step figure is not a few milliseconds.
 """
