@@ -37,9 +37,6 @@ and every successful call puts its call id into its output, so a step's output c
 the one attempt that produced it. A skewed daemon's lines are moved back by its skew, so every
 time is on one clock. Some `charge` calls (`no_idempotent`, timeout 5 s) take 2.5 s, longer than
 the lease and the shutdown grace, so that stops meet running calls.
-
-An invariant whose fix lives on a branch not merged yet carries `awaits`: its violations are
-printed but not counted (see `Check.awaits`).
 """
 
 from __future__ import annotations
@@ -668,9 +665,6 @@ class Check:
     name: str
     checked: int = 0
     violations: list[str] = field(default_factory=list)
-    awaits: str | None = None
-    """A fix this invariant depends on that is not merged yet: its violations are reported but
-    not counted in `Report.violations` (say which branch; remove once merged)."""
 
     def add(self, ok: bool, message: str) -> None:
         self.checked += 1
@@ -688,20 +682,14 @@ class Report:
 
     @property
     def violations(self) -> int:
-        return sum(len(c.violations) for c in self.checks if c.awaits is None)
-
-    @property
-    def awaiting(self) -> int:
-        """Violations of invariants whose fix is not merged yet (`Check.awaits`)."""
-        return sum(len(c.violations) for c in self.checks if c.awaits is not None)
+        return sum(len(c.violations) for c in self.checks)
 
     def table(self, details: int = 10) -> str:
         width = max(len(c.name) for c in self.checks)
         lines = [f"{'invariant':<{width}}  {'checked':>8}  {'violations':>10}"]
         lines.append("-" * len(lines[0]))
         for c in self.checks:
-            note = f"  (awaits {c.awaits})" if c.awaits else ""
-            lines.append(f"{c.name:<{width}}  {c.checked:>8}  {len(c.violations):>10}{note}")
+            lines.append(f"{c.name:<{width}}  {c.checked:>8}  {len(c.violations):>10}")
         lines.append("")
         for key, value in self.figures.items():
             lines.append(f"{key}: {value}")
@@ -1068,15 +1056,13 @@ def check_invariants(
     events_check = Check("every state change has its event")
     exactly_once = Check("state transitions recorded exactly once")
     started_undone = Check(
-        "rolled back: every started step compensated, whatever became of its call",
-        awaits="wip/sagaeng: started steps compensated (DECISIONS.md Failure and rollback)",
+        "rolled back: every started step compensated, whatever became of its call"
     )
     undo_after = Check("a compensation starts only after every call it undoes has ended")
     no_overlap = Check("two calls of one step never overlap")
     outlived = Check("no handler runs on after its daemon was SIGKILLed")
     rollback_kept = Check(
-        "a cancel during a failure's rollback changes nothing: the instance ends failed",
-        awaits="wip/sagaeng: cancel during rollback (DECISIONS.md Instances and definitions)",
+        "a cancel during a failure's rollback changes nothing: the instance ends failed"
     )
     dup_success = 0
     dup_success_steps = 0
@@ -1516,8 +1502,6 @@ def main(argv: Iterable[str] | None = None) -> int:
     )
     report = run(config)
     print(report.table(details=30), flush=True)
-    if report.awaiting:
-        print(f"{report.awaiting} violations of invariants awaiting another branch (not counted)")
     if config.keep:
         print(f"work directory kept: {report.workdir}")
     return 1 if report.violations else 0

@@ -2,7 +2,7 @@
 docs/reliability.md): about 60 instances of mixed flows on three floxyd processes (one with its
 clock 30 s ahead, PostgreSQL with password authentication), a few SIGKILLs, SIGTERMs and
 SIGSTOPs, one PostgreSQL restart, a few cancels and DLQ requeues, then every invariant is
-checked. Invariants marked `awaits` (a fix on another branch) are reported, not counted."""
+checked."""
 
 from __future__ import annotations
 
