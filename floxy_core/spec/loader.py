@@ -142,61 +142,63 @@ def load_document(text: str, path: str = "<string>", *, require_handlers: bool =
 _STRATEGY_HINT = "expected fixed, linear or exponential"
 
 
-def _unknown_retry_strategies(data: Any) -> list[tuple[PathT, str]]:
-    """`retry_strategy` strings the reference would silently take as fixed, with their paths.
-
-    Only step-like mappings under `flows` are searched; `metadata` is free-form user data.
-    """
-    found: list[tuple[PathT, str]] = []
-
-    def walk(node: Any, path: PathT) -> None:
-        if isinstance(node, dict):
-            value = node.get("retry_strategy")
-            if isinstance(value, str) and value not in RETRY_STRATEGIES:
-                found.append(((*path, "retry_strategy"), value))
-            for key, child in node.items():
+def _keys_under(node: Any, path: PathT) -> Iterator[tuple[PathT, str, Any]]:
+    """Every (path of the mapping, key, value) below `node` in document order, without
+    recursion; `metadata` is free-form user data and is not entered."""
+    stack: list[tuple[Any, PathT]] = [(node, path)]
+    while stack:
+        current, where = stack.pop()
+        if isinstance(current, dict):
+            children: list[tuple[Any, PathT]] = []
+            for key, child in current.items():
+                yield where, key, child
                 if key != "metadata":
-                    walk(child, (*path, key))
-        elif isinstance(node, list):
-            for index, child in enumerate(node):
-                walk(child, (*path, index))
+                    children.append((child, (*where, key)))
+            stack.extend(reversed(children))
+        elif isinstance(current, list):
+            stack.extend((child, (*where, i)) for i, child in reversed(list(enumerate(current))))
 
-    if isinstance(data, dict):
-        walk(data.get("flows"), ("flows",))
-    return found
+
+def _unknown_retry_strategies(data: Any) -> list[tuple[PathT, str]]:
+    """`retry_strategy` strings the reference would silently take as fixed, with their paths
+    (only under `flows`)."""
+    if not isinstance(data, dict):
+        return []
+    return [
+        ((*where, key), value)
+        for where, key, value in _keys_under(data.get("flows"), ("flows",))
+        if key == "retry_strategy" and isinstance(value, str) and value not in RETRY_STRATEGIES
+    ]
 
 
 _DURATION_KEYS = frozenset({"delay", "retry_delay", "retry_max_delay", "timeout"})
 _MAX_DURATION = f"30 days ({MAX_DURATION_MS} ms)"
 
 
+def _too_long(value: str) -> bool:
+    try:
+        return parse_duration_ms(value) > MAX_DURATION_MS
+    except InputError:  # the schema says what is wrong with it
+        return False
+
+
 def _long_durations(data: Any) -> list[tuple[PathT, str]]:
     """Duration strings past `MAX_DURATION_MS` (the schema bounds the integer form), with their
     paths, in flows and in built-in handlers; `metadata` and plugin handlers' keys are theirs."""
-    found: list[tuple[PathT, str]] = []
-
-    def walk(node: Any, path: PathT) -> None:
-        if isinstance(node, dict):
-            for key, child in node.items():
-                if key in _DURATION_KEYS and isinstance(child, str):
-                    try:
-                        too_long = parse_duration_ms(child) > MAX_DURATION_MS
-                    except InputError:  # the schema says what is wrong with it
-                        too_long = False
-                    if too_long:
-                        found.append(((*path, key), child))
-                elif key != "metadata":
-                    walk(child, (*path, key))
-        elif isinstance(node, list):
-            for index, child in enumerate(node):
-                walk(child, (*path, index))
-
-    if isinstance(data, dict):
-        walk(data.get("flows"), ("flows",))
-        for index, handler in _items(data.get("handlers")):
-            if isinstance(handler, dict) and handler.get("type") in (None, "bash", "http"):
-                walk(handler, ("handlers", index))
-    return found
+    if not isinstance(data, dict):
+        return []
+    roots: list[tuple[Any, PathT]] = [(data.get("flows"), ("flows",))]
+    roots += [
+        (handler, ("handlers", index))
+        for index, handler in _items(data.get("handlers"))
+        if isinstance(handler, dict) and handler.get("type") in (None, "bash", "http")
+    ]
+    return [
+        ((*where, key), value)
+        for node, path in roots
+        for where, key, value in _keys_under(node, path)
+        if key in _DURATION_KEYS and isinstance(value, str) and _too_long(value)
+    ]
 
 
 def _replaced(node: Any, path: PathT, value: Any) -> Any:
