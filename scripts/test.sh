@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 missing=()
 for tool in bash jq openssl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 command -v dot >/dev/null || missing+=(graphviz)
+command -v node >/dev/null || missing+=(nodejs)
+# libfaketime: the clock-skew tests preload it into a daemon.
+compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null || missing+=(faketime)
 # PostgreSQL server + pg_partman for the throwaway test cluster (unless FLOXY_TEST_DSN is set).
 if [ -z "${FLOXY_TEST_DSN:-}" ]; then
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql-15)

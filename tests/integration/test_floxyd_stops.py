@@ -13,7 +13,6 @@ with real floxyd processes, real bash handlers and the test PostgreSQL:
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -29,9 +28,7 @@ from tests.integration.floxyd_procs import Floxyd, spawn_floxyd
 from tests.integration.test_floxyd import TERMINAL, gone
 from tests.support import wait_for
 
-pytestmark = pytest.mark.skipif(shutil.which("faketime") is None, reason="needs faketime")
-
-AHEAD = faketime_env(30) if shutil.which("faketime") else {}
+AHEAD = faketime_env(30)
 """A wall clock 30 s ahead (tests/chaos/chaos.py `faketime_env`)."""
 LEASE = "2s"
 
