@@ -199,6 +199,7 @@ class Runtime:
                 return self.engine.chain(tx, worker, self.handlers.keys())
             return None if work is None else (work, item)
 
+        asked = self.clock.now()
         claimed, result, hooks = self.store.claim(
             self.clock.now(), self.engine.config.aging_rate, decide
         )
@@ -207,11 +208,36 @@ class Runtime:
         work = _committed(result)
         self._fire(hooks)
         while work is not None:
-            work = self._execute(work, chain)
+            work, asked = self._execute(work, chain, asked)
         return True
 
-    def _execute(self, work: Work, chain: bool) -> Work | None:
-        """Call the handler and record its outcome; the next call chained to it, if any."""
+    def _still_held(self, work: Work, asked: float) -> bool:
+        """Whether the claim asked for at `asked` (`self.clock`) still holds, checked only
+        when a third of the lease has gone by since: a worker frozen (SIGSTOP, a stalled VM)
+        between its claim and the handler's start must not start a call another worker may
+        already have taken over after the lease (the chaos run caught two calls at once)."""
+        if self.clock.now() - asked < self.engine.config.lease_ms / 3000.0:
+            return True
+        until = self.clock.now() + hold_s(self.engine.config, work.timeout_ms)
+        try:
+            held = self.store.renew_lease(work.instance_id, work.item_id, work.worker, until)
+        except Exception as exc:  # the store is down: its claim may lapse before the call ends
+            log.warning("could not renew the lease of %s: %s", work.step_name, exc)
+            log.debug("lease renewal failure", exc_info=exc)
+            return True
+        if not held:
+            log.warning(
+                "%s (instance %s) lost its lease before its call started: not called here",
+                work.step_name,
+                work.instance_id,
+            )
+        return held
+
+    def _execute(self, work: Work, chain: bool, asked: float) -> tuple[Work | None, float]:
+        """Call the handler and record its outcome; the next call chained to it, if any, and
+        when its claim was asked for."""
+        if not self._still_held(work, asked):
+            return None, asked
         handler = self.handlers.get(work.handler)
         entry = _Running(work, threading.Event(), threading.Event())
         with self._running_lock:
@@ -228,14 +254,15 @@ class Runtime:
                 self.store.release_claim(work.instance_id, work.item_id, work.worker)
             except Exception as exc:
                 log.warning("could not release %s (its lease will expire): %s", work.step_name, exc)
-            return None
+            return None, asked
         if entry.interrupt.is_set() and self._draining.is_set() and not outcome.ok:
             outcome = Outcome(
                 error="not re-run: interrupted by a shutdown, the outcome of this no_idempotent "
                 f"call is unknown ({outcome.error})",
                 retryable=False,
             )
-        return self._record(work, outcome, chain)
+        asked = self.clock.now()
+        return self._record(work, outcome, chain), asked
 
     def _record(self, work: Work, outcome: Outcome, chain: bool) -> Work | None:
         """Apply a handler's outcome, retrying through a short store outage: dropping it would
@@ -411,7 +438,9 @@ class Runtime:
         first = self._store_down_since is None
         if first:
             self._store_down_since = now
-            log.error("worker %s: %s; workers keep retrying", worker, exc, exc_info=exc)
+            # One line for the operator (a database restart is no crash); the stack at debug.
+            log.error("worker %s: %s; workers keep retrying", worker, exc)
+            log.debug("store failure", exc_info=exc)
 
     def _store_recovered(self) -> None:
         if self._store_down_since is not None:

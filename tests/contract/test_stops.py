@@ -333,3 +333,28 @@ def test_dlq_records_of_a_stopped_instance_are_removed(harness: Any, kind: str) 
         assert h.steps(iid)["b"].status is S.ROLLED_BACK
     else:
         assert h.status(iid) is I.ABORTED
+
+
+def test_a_worker_frozen_between_its_claim_and_the_call_does_not_call_a_step_taken_over(
+    harness: Any,
+) -> None:
+    """The long chaos run's overlap: a daemon SIGSTOPped just after claiming a step woke up
+    after another daemon had taken the step over (its lease had run out) and started a second
+    call of it beside the first."""
+    h = harness(["a"])
+    lease_s = h.runtime.engine.config.lease_ms / 1000.0
+    frozen: list[bool] = []
+
+    def freeze(name: str, instance: Any, kwargs: Any) -> None:
+        if name.endswith("step_started") and not frozen:
+            frozen.append(True)
+            h.clock.t += lease_s + 1  # w1 is frozen past its lease ...
+            assert h.runtime.run_once("w2")  # ... and w2 takes the step over and runs it
+
+    h.runtime.hooks.append(freeze)
+    iid = h.start(Builder("fz").step("a").build())
+    assert h.runtime.run_once("w1")
+    h.drain()
+    assert frozen
+    assert len(h.handlers.calls) == 1, h.handlers.calls
+    assert h.status(iid) is I.COMPLETED
