@@ -20,7 +20,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from floxy_core import __version__
+
+        print(f"floxyctl {__version__}")
+        raise typer.Exit()
 
 
 def option(name: str, **extra: Any) -> Any:
@@ -45,6 +54,15 @@ def _global(
             envvar=NO_PLUGINS_ENV,
             help="Load no third-party plugins (entry-point group `floxy`). "
             "FLOXY_PLUGINS=a,b loads only those.",
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print floxyctl's version and exit.",
         ),
     ] = False,
 ) -> None:

@@ -73,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="polling fallback when no NOTIFY arrives [FLOXY_WORKER_INTERVAL, 100ms]",
     )
     add("--lease", metavar="D", help="lease of a claimed step [FLOXY_LEASE, 30s]")
-    add("--tech-addr", metavar="ADDR", help="metrics/health address [FLOXY_TECH_ADDR, :8081]")
+    add(
+        "--tech-addr",
+        metavar="ADDR",
+        help="metrics/health address [FLOXY_TECH_ADDR, 127.0.0.1:8081]",
+    )
     add("--stats-interval", metavar="D", help="statistics period [FLOXY_STATS_INTERVAL, 10s]")
     add("--shutdown-grace", metavar="D", help="grace at shutdown [FLOXY_SHUTDOWN_GRACE, 30s]")
     add(

@@ -18,7 +18,8 @@ from pathlib import Path
 
 DEFAULT_WORKERS = 3
 DEFAULT_WORKER_INTERVAL = "100ms"
-DEFAULT_TECH_ADDR = ":8081"
+DEFAULT_TECH_ADDR = "127.0.0.1:8081"
+"""Loopback by default: /metrics tells what runs where; `:8081` opens it to every interface."""
 DEFAULT_STATS_INTERVAL = "10s"
 DEFAULT_SHUTDOWN_GRACE = "30s"
 DEFAULT_LEASE = "30s"
@@ -95,7 +96,7 @@ class Config:
     workers: int = DEFAULT_WORKERS
     worker_interval: float = 0.1
     lease: float = 30.0
-    tech_addr: tuple[str, int] | None = ("", 8081)
+    tech_addr: tuple[str, int] | None = ("127.0.0.1", 8081)
     stats_interval: float = 10.0
     shutdown_grace: float = 30.0
     connect_timeout: float = 60.0
@@ -217,7 +218,7 @@ def load_config(
     )
 
     addr_text, addr_name = r.raw("FLOXY_TECH_ADDR", "tech_addr")
-    tech_addr: tuple[str, int] | None = ("", 8081)
+    tech_addr: tuple[str, int] | None = ("127.0.0.1", 8081)
     try:
         tech_addr = parse_addr(addr_text if addr_text is not None else DEFAULT_TECH_ADDR)
     except ValueError as exc:
