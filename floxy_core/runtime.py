@@ -200,9 +200,7 @@ class Runtime:
             return None if work is None else (work, item)
 
         asked = self.clock.now()
-        claimed, result, hooks = self.store.claim(
-            self.clock.now(), self.engine.config.aging_rate, decide
-        )
+        claimed, result, hooks = self.store.claim(asked, self.engine.config.aging_rate, decide)
         if not claimed:
             return False
         work = _committed(result)
@@ -218,20 +216,14 @@ class Runtime:
         already have taken over after the lease (the chaos run caught two calls at once)."""
         if self.clock.now() - asked < self.engine.config.lease_ms / 3000.0:
             return True
-        until = self.clock.now() + hold_s(self.engine.config, work.timeout_ms)
-        try:
-            held = self.store.renew_lease(work.instance_id, work.item_id, work.worker, until)
-        except Exception as exc:  # the store is down: its claim may lapse before the call ends
-            log.warning("could not renew the lease of %s: %s", work.step_name, exc)
-            log.debug("lease renewal failure", exc_info=exc)
-            return True
-        if not held:
+        held = self._renew(work)
+        if held is False:
             log.warning(
                 "%s (instance %s) lost its lease before its call started: not called here",
                 work.step_name,
                 work.instance_id,
             )
-        return held
+        return held is not False
 
     def _execute(self, work: Work, chain: bool, asked: float) -> tuple[Work | None, float]:
         """Call the handler and record its outcome; the next call chained to it, if any, and
@@ -470,20 +462,24 @@ class Runtime:
             running = list(self._running.values())
         for entry in running:
             work = entry.work
-            until = self.clock.now() + hold_s(self.engine.config, work.timeout_ms)
-            try:
-                held = self.store.renew_lease(work.instance_id, work.item_id, work.worker, until)
-            except Exception as exc:  # the store is down: said once by the workers already
-                log.warning("could not renew the lease of %s: %s", work.step_name, exc)
-                log.debug("lease renewal failure", exc_info=exc)
-                continue
-            if not held and not entry.interrupt.is_set():
+            if self._renew(work) is False and not entry.interrupt.is_set():
                 log.warning(
                     "%s (instance %s) lost its lease: interrupting the call",
                     work.step_name,
                     work.instance_id,
                 )
                 entry.interrupt.set()
+
+    def _renew(self, work: Work) -> bool | None:
+        """Extend `work`'s claim: whether it still held, None when the store could not say
+        (the claim may lapse; said once by the workers already)."""
+        until = self.clock.now() + hold_s(self.engine.config, work.timeout_ms)
+        try:
+            return self.store.renew_lease(work.instance_id, work.item_id, work.worker, until)
+        except Exception as exc:
+            log.warning("could not renew the lease of %s: %s", work.step_name, exc)
+            log.debug("lease renewal failure", exc_info=exc)
+            return None
 
     def _interrupt_stale(self) -> None:
         """Interrupt handler calls whose step was stopped (cancel, abort, sibling failure)."""

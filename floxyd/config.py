@@ -218,7 +218,7 @@ def load_config(
     )
 
     addr_text, addr_name = r.raw("FLOXY_TECH_ADDR", "tech_addr")
-    tech_addr: tuple[str, int] | None = ("127.0.0.1", 8081)
+    tech_addr = Config.tech_addr
     try:
         tech_addr = parse_addr(addr_text if addr_text is not None else DEFAULT_TECH_ADDR)
     except ValueError as exc:
