@@ -9,18 +9,23 @@ What it does:
 
 * starts its own throwaway PostgreSQL (initdb in a temporary directory; it must be restartable,
   so the shared test cluster is not used), creates and migrates one database;
-* writes one workflow file with four flows (a sequential saga with compensations, a
+* writes one workflow file with six flows (a sequential saga with compensations, a
   `no_idempotent` step and a savepoint; a fork/join with a condition inside a branch and one after
-  the join; a parallel block followed by a fork with an `any` join; a DLQ-mode flow), all served
-  by one bash handler, `work.sh`;
+  the join; a parallel block followed by a fork with an `any` join; a DLQ-mode flow; a saga of
+  HTTP steps, a `no_idempotent` one among them, with a parallel block mixing HTTP and bash; a flow
+  with a human step that has a timeout), served by one bash handler, `work.sh`, and one HTTP
+  service run by the driver (`remote.py`), whose planned failures are 500s, 503s, bodies that are
+  not JSON, empty bodies and dropped connections;
 * runs N floxyd processes on it (short leases, short shutdown grace; daemon 0 with its wall clock
   `--skew` seconds ahead through libfaketime; PostgreSQL with password authentication), starts
   the instances over the first part of the run, and every few seconds SIGKILLs a random daemon
   (restarted), SIGTERMs one (restarted once it has exited) or SIGSTOPs one for a few seconds,
-  past its lease (then SIGCONT); cancels a few random instances through `Runtime.cancel`
-  (preferring one rolling back after a failure), requeues DLQ-parked instances with a plan that
-  no longer fails, and stops PostgreSQL (`pg_ctl stop -m fast`) and starts it again on the same
-  port and data directory once, half-way;
+  past its lease (then SIGCONT); cancels or aborts a few random instances through
+  `Runtime.cancel`/`Runtime.abort`, and a few more caught rolling back a failure (in some plans
+  every compensation takes a second, so that rollbacks last); answers human steps as each plan
+  says (confirm, reject, or not at all so that the step times out; sometimes twice); requeues
+  DLQ-parked instances with a plan that no longer fails, and stops PostgreSQL (`pg_ctl stop -m
+  fast`) and starts it again on the same port and data directory once, half-way;
 * waits (with a deadline) for every instance to settle, stops the daemons, and checks the
   invariants against the database and the handlers' ledger.
 
@@ -61,6 +66,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tests.chaos.remote import Remote
 from tests.pgcluster import server_bindir
 from tests.support import free_port
 
@@ -87,7 +93,9 @@ if [ "$comp" = true ]; then key="comp:$FLOXY_STEP_NAME"; else key="$FLOXY_STEP_N
 # The plan travels in every output; after a join it is found in the branch outputs.
 IFS=$'\t' read -r plan fails pause route < <(jq -rc --arg k "$key" '
   (.plan // ([(.outputs // {})[] | objects | .plan | objects] | first) // {}) as $p
-  | [($p | tojson), ($p | .fail[$k] // 0), (($p.slow // {})[$k] // $p.sleep // 0.1),
+  | [($p | tojson), ($p | .fail[$k] // 0),
+     (($p.slow // {})[$k] // (if ($k | startswith("comp:")) then $p.slow_comp else null end)
+      // $p.sleep // 0.1),
      ($p.route // 0)] | @tsv' <<<"$INPUT")
 call="$$.${EPOCHREALTIME/./}"
 line() {
@@ -107,21 +115,31 @@ printf '{"plan":%s,"route":%s,"step":"%s","key":"%s","attempt":%s,"call":"%s","c
 """
 
 
-def _comp(name: str) -> dict[str, Any]:
-    return {"handler": "work", "name": name, "max_retries": COMP_RETRIES, "retry_delay": "100ms"}
+def _comp(name: str, handler: str) -> dict[str, Any]:
+    return {"handler": handler, "name": name, "max_retries": COMP_RETRIES, "retry_delay": "100ms"}
 
 
-def _task(name: str, undo: str | None = None, **options: Any) -> dict[str, Any]:
-    step: dict[str, Any] = {"name": name, "handler": "work", "retry_delay": "100ms", **options}
+def _task(
+    name: str, undo: str | None = None, handler: str = "work", **options: Any
+) -> dict[str, Any]:
+    step: dict[str, Any] = {"name": name, "handler": handler, "retry_delay": "100ms", **options}
     if undo:
-        step["on_failure"] = _comp(undo)
+        step["on_failure"] = _comp(undo, handler)
     return step
 
 
-def workflow_file(script: Path) -> dict[str, Any]:
+def _http(name: str, undo: str | None = None, **options: Any) -> dict[str, Any]:
+    return _task(name, undo, "api", **options)
+
+
+def workflow_file(script: Path, remote_port: int) -> dict[str, Any]:
     """The chaos workflow file (written as JSON, which is YAML)."""
     return {
-        "handlers": [{"name": "work", "exec": str(script)}],
+        "handlers": [
+            {"name": "work", "exec": str(script)},
+            # ${CHAOS_INC} is the calling daemon's incarnation: the service's ledger of it
+            {"name": "api", "exec": f"http://127.0.0.1:{remote_port}/call/${{CHAOS_INC}}"},
+        ],
         "flows": [
             {
                 "name": "saga",
@@ -195,11 +213,37 @@ def workflow_file(script: Path) -> dict[str, Any]:
                 "max_retries": PARKED_RETRIES,
                 "steps": [_task("p1"), _task("p2"), _task("p3")],
             },
+            {
+                "name": "remote",
+                "max_retries": MAX_RETRIES,
+                "steps": [
+                    _http("h_reserve", "h_release"),
+                    {
+                        "type": "parallel",
+                        "name": "h_quote",
+                        "tasks": [_http("h_q1", "h_unq1"), _task("h_q2", "h_unq2")],
+                    },
+                    _http(
+                        "h_charge", "h_refund", no_idempotent=True, timeout=f"{CHARGE_TIMEOUT:g}s"
+                    ),
+                    _http("h_ship", "h_unship"),
+                ],
+            },
+            {
+                "name": "approval",
+                "max_retries": MAX_RETRIES,
+                "steps": [
+                    _task("a_prepare", "a_unprepare"),
+                    {"type": "human", "name": "approve", "timeout": f"{HUMAN_TIMEOUT:g}s"},
+                    _task("a_after", "a_unafter"),
+                    _http("a_finish"),
+                ],
+            },
         ],
     }
 
 
-FLOW_WEIGHTS = {"saga": 4, "fanout": 3, "quotes": 3, "parked": 1}
+FLOW_WEIGHTS = {"saga": 4, "fanout": 3, "quotes": 3, "parked": 1, "remote": 3, "approval": 2}
 TASKS = {
     "saga": ["reserve", "charge", "pack", "ship", "notify"],
     "fanout": [
@@ -208,8 +252,17 @@ TASKS = {
     ],
     "quotes": ["q1", "q2", "pick", "r1", "r2", "r3", "book"],
     "parked": ["p1", "p2", "p3"],
+    "remote": ["h_reserve", "h_q1", "h_q2", "h_charge", "h_ship"],
+    "approval": ["a_prepare", "a_after", "a_finish"],
 }  # fmt: skip
-NO_IDEMPOTENT = {"charge"}
+NO_IDEMPOTENT = {"charge", "h_charge"}
+HUMAN_TIMEOUT = 4.0
+"""Seconds a human step waits (database clock); the driver decides within about 2 s."""
+HUMAN_ANSWERS = {"confirm": 6, "reject": 2, "timeout": 2}
+SLOW_ROLLBACK_SHARE = 0.3
+SLOW_COMP = 1.0
+"""Seconds every compensation of a slow-rollback plan takes: long enough for a cancel or an
+abort to arrive during the rollback."""
 SLOW_SHARE = 0.3
 SLOW_CHARGE = 2.5
 """Seconds a slow `charge` call takes (the chaos lease is 2 s)."""
@@ -243,9 +296,16 @@ def make_plan(rng: random.Random, flow: str) -> dict[str, Any]:
         "sleep": round(rng.uniform(0.05, 0.35), 3),
         "route": rng.randint(0, 9),
     }
-    if flow == "saga" and rng.random() < SLOW_SHARE:
+    if flow in ("saga", "remote") and rng.random() < SLOW_SHARE:
         # longer than the lease and the shutdown grace, within its timeout: a stop meets it
-        plan["slow"] = {"charge": SLOW_CHARGE}
+        plan["slow"] = {"h_charge" if flow == "remote" else "charge": SLOW_CHARGE}
+    if rng.random() < SLOW_ROLLBACK_SHARE:
+        plan["slow_comp"] = SLOW_COMP
+    if flow == "approval":
+        answers = list(HUMAN_ANSWERS)
+        plan["human"] = rng.choices(answers, [HUMAN_ANSWERS[a] for a in answers])[0]
+        plan["decide_after"] = round(rng.uniform(0.0, 1.5), 3)
+        plan["twice"] = rng.random() < 0.3  # a second decision follows (it must be refused)
     return plan
 
 
@@ -285,6 +345,16 @@ def expected_outcome(plan: dict[str, Any]) -> Expected:
                 (failing if broken(step) else done).add(step)
         ok = not any(map(broken, ("q1", "q2", "pick", "book"))) and (first_ok or second_ok)
         return Expected("completed" if ok else "failed", frozenset(done), frozenset(failing))
+    if flow == "remote":
+        path = TASKS["remote"]
+        return Expected("failed" if any(map(broken, path)) else "completed", frozenset(path))
+    if flow == "approval":
+        path = TASKS["approval"]
+        if broken("a_prepare"):
+            return Expected("failed", frozenset(path))
+        if plan.get("human") != "confirm":
+            return Expected("aborted", frozenset(path))
+        return Expected("failed" if any(map(broken, path)) else "completed", frozenset(path))
     path = TASKS["parked"]
     return Expected("dlq" if any(map(broken, path)) else "completed", frozenset(path))
 
@@ -447,6 +517,15 @@ class Incarnation:
     """(SIGSTOP, SIGCONT) times."""
     exit_code: int | None = None
 
+    @property
+    def name(self) -> str:
+        return f"{self.slot}-{self.gen}"
+
+    @property
+    def http_ledger(self) -> Path:
+        """The HTTP service's lines for the calls this incarnation made (driver clock)."""
+        return self.ledger.with_suffix(".http.txt")
+
     def gone_by(self) -> float | None:
         """When it stopped running handlers for good: killed, or exited after SIGTERM."""
         return self.killed if self.killed is not None else self.terminated
@@ -473,7 +552,12 @@ class Daemons:
         self.current: dict[int, Incarnation] = {}
         self.unexpected_exits: list[Incarnation] = []
 
-    def env(self, ledger: Path) -> dict[str, str]:
+    def ledger_of(self, name: str) -> Path | None:
+        """The HTTP ledger of the incarnation called `name` (`slot-gen`), if there is one."""
+        inc = next((i for i in self.all if i.name == name), None)
+        return None if inc is None else inc.http_ledger
+
+    def env(self, ledger: Path, name: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOXY_", "PG"))}
         env.update(
             FLOXY_DSN=self.dsn,
@@ -487,6 +571,7 @@ class Daemons:
             FLOXY_MAINTENANCE_INTERVAL="0",
             FLOXY_NO_PLUGINS="1",
             CHAOS_LEDGER=str(ledger),
+            CHAOS_INC=name,
         )
         return env
 
@@ -495,8 +580,9 @@ class Daemons:
         log = self.workdir / f"floxyd-{slot}-{gen}.log"
         ledger = self.workdir / f"ledger-{slot}-{gen}.txt"
         ledger.touch()
+        ledger.with_suffix(".http.txt").touch()
         skew = self.skews.get(slot, 0.0)
-        env = {**self.env(ledger), **(faketime_env(skew) if skew else {})}
+        env = {**self.env(ledger, f"{slot}-{gen}"), **(faketime_env(skew) if skew else {})}
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "floxyd", str(self.yaml)],
@@ -634,12 +720,27 @@ class Config:
     pg_restart: bool = True
     pg_down_for: float = 2.0
     cancels: int = 5
+    """Random stops of mid-run instances; one in three is an abort, the rest cancels."""
+    rollback_stops: int = 4
+    """Stops (cancel and abort in turn) sent to instances caught rolling back a failure."""
     seed: int = 20240601
     lease: str = "2s"
     settle_timeout: float = 120.0
     workdir: Path | None = None
     keep: bool = False
     log: Callable[[str], None] = print
+
+
+@dataclass
+class Decision:
+    """What the driver answered a human step, and what the engine made of it."""
+
+    answer: str
+    at: float
+    """When the first answer was sent (driver clock)."""
+    accepted: bool
+    second_refused: bool | None = None
+    """For a plan with `twice`: whether the second answer was refused, as it must be."""
 
 
 @dataclass
@@ -650,6 +751,11 @@ class Stats:
     freezes: int = 0
     requeued: list[int] = field(default_factory=list)
     cancels_in_rollback: list[int] = field(default_factory=list)
+    aborts_in_rollback: list[int] = field(default_factory=list)
+    aborts: list[int] = field(default_factory=list)
+    decisions: dict[int, Decision] = field(default_factory=dict)
+    remote_calls: int = 0
+    remote_unknown: int = 0
     daemon_restarts: int = 0
     pg_restarts: int = 0
     pg_restart_window: tuple[float, float] | None = None
@@ -725,7 +831,6 @@ def _retry(what: str, fn: Callable[[], Any], timeout: float = 90.0) -> Any:
 
 def run(config: Config) -> Report:
     """Run the chaos scenario and check the invariants; see the module docstring."""
-    from floxy_core.errors import ConflictError
     from floxy_core.runtime import Runtime
     from floxy_core.storage.postgres.store import PostgresStore
 
@@ -737,15 +842,17 @@ def run(config: Config) -> Report:
     workdir.mkdir(parents=True, exist_ok=True)
     script = workdir / "work.sh"
     script.write_text(WORK_SH)
+    daemons: Daemons | None = None
+    remote = Remote(lambda name: None if daemons is None else daemons.ledger_of(name))
     yaml = workdir / "chaos.yaml"
-    yaml.write_text(json.dumps(workflow_file(script), indent=1))
+    yaml.write_text(json.dumps(workflow_file(script, remote.port), indent=1))
 
     stats = Stats()
     began = time.monotonic()
     pg = PgServer(password=config.password)
-    daemons: Daemons | None = None
     store: PostgresStore | None = None
     try:
+        remote.start()
         pg.start()
         dsn = pg.create_database("chaos")
         say(f"chaos: PostgreSQL on port {pg.port}, work directory {workdir}")
@@ -771,6 +878,12 @@ def run(config: Config) -> Report:
         thaw_at: dict[int, float] = {}
         restarts: list[tuple[float, int]] = []
         started_ids: list[int] = []
+        plans: dict[int, dict[str, Any]] = {}
+        waiting: dict[int, float] = {}
+        """Instance → when to answer its human step (elapsed seconds)."""
+        next_poll = 0.0
+        next_rollback_stop = config.duration * 0.1
+        rollback_stops = config.rollback_stops
         t0 = time.monotonic()
 
         def elapsed() -> float:
@@ -786,9 +899,9 @@ def run(config: Config) -> Report:
                 submit_at[stats.started] <= now or now >= config.duration
             ):
                 workflow_id, data = inputs[stats.started]
-                started_ids.append(
-                    _retry("start", lambda w=workflow_id, d=data: runtime.start_instance(w, d))
-                )
+                iid = _retry("start", lambda w=workflow_id, d=data: runtime.start_instance(w, d))
+                started_ids.append(iid)
+                plans[iid] = data["plan"]
                 stats.started += 1
             if now >= config.duration and stats.started >= config.instances:
                 break
@@ -842,10 +955,31 @@ def run(config: Config) -> Report:
                 stats.pg_restarts += 1
                 stats.pg_restart_window = (down, time.time())
                 say(f"chaos: t={elapsed():5.1f}s PostgreSQL is back on port {pg.port}")
+            if now >= next_poll:
+                next_poll = now + 0.5
+                for iid in _retry("waiting", lambda: _waiting(store)):
+                    if iid not in waiting and iid not in stats.decisions and iid in plans:
+                        waiting[iid] = now + float(plans[iid].get("decide_after", 0.0))
+                if rollback_stops and now >= next_rollback_stop:
+                    rolling = [
+                        i
+                        for i in _retry("rolling back", lambda: _rolling_back(store))
+                        if i in plans and i not in stats.cancels and i not in stats.aborts
+                    ]
+                    if rolling:
+                        victim = rng.choice(rolling)
+                        how = "abort" if rollback_stops % 2 else "cancel"
+                        rollback_stops -= 1
+                        next_rollback_stop = now + config.duration * 0.6 / config.rollback_stops
+                        _stop(runtime, victim, how, stats, say, now, "rolling_back")
+            for iid, when in sorted(waiting.items(), key=lambda kv: kv[1]):
+                if when <= now:
+                    del waiting[iid]
+                    stats.decisions[iid] = _answer(runtime, iid, plans[iid], say, now)
             while cancel_at and cancel_at[0] <= now:
                 cancel_at.pop(0)
                 # Mid-run instances among the latest started (not those paused in the DLQ);
-                # one rolling back after a failure is preferred (a cancel during a rollback).
+                # those caught rolling back get the rollback stops above.
                 candidates = [i for i in started_ids[-30:] if i not in stats.cancels]
                 active = _retry(
                     "active instances",
@@ -860,16 +994,9 @@ def run(config: Config) -> Report:
                     _requeue_one(store, runtime, started_ids, stats, say, now)
                 if not active:
                     continue
-                rolling = [i for i, st in active.items() if st == "rolling_back"]
-                victim = rng.choice(rolling or sorted(active))
-                try:
-                    _retry("cancel", lambda v=victim: runtime.cancel(v, "chaos", "random cancel"))
-                    stats.cancels.append(victim)
-                    if victim in rolling:
-                        stats.cancels_in_rollback.append(victim)
-                    say(f"chaos: t={now:5.1f}s cancelled instance {victim} ({active[victim]})")
-                except ConflictError:
-                    stats.cancel_conflicts += 1
+                victim = rng.choice(sorted(active))
+                how = "abort" if rng.random() < 1 / 3 else "cancel"
+                _stop(runtime, victim, how, stats, say, now, active[victim])
             time.sleep(0.05)
 
         # Calm: every daemon thawed and up, then wait for every instance to settle.
@@ -904,10 +1031,12 @@ def run(config: Config) -> Report:
                 stats.orphans_killed += 1
         daemons.terminate_all()
         stats.duration = time.monotonic() - began
+        stats.remote_calls, stats.remote_unknown = remote.calls, remote.unknown
         say(f"chaos: settled in {stats.settle_seconds:.1f}s; checking the invariants")
         checks, figures = check_invariants(store, dsn, workdir, daemons, stats, config)
         return Report(config, stats, checks, figures, workdir)
     finally:
+        remote.stop()
         if store is not None:
             store.close()
         if daemons is not None:
@@ -947,6 +1076,76 @@ def _requeue_one(
         return
 
 
+def _stop(
+    runtime: Any, iid: int, how: str, stats: Stats, say: Callable[[str], None], now: float, was: str
+) -> None:
+    """Cancel or abort an instance whose status was `was`, and record what became of it. A
+    cancel that meets a failure's rollback is refused, as it would change nothing."""
+    from floxy_core.errors import ConflictError
+
+    act = runtime.abort if how == "abort" else runtime.cancel
+    try:
+        _retry(how, lambda: act(iid, "chaos", f"random {how}"))
+    except ConflictError as exc:
+        if how == "cancel" and "rolling back after a failure" in str(exc):
+            stats.cancels_in_rollback.append(iid)
+            say(f"chaos: t={now:5.1f}s cancel of instance {iid} during its rollback: {exc}")
+        else:
+            stats.cancel_conflicts += 1
+        return
+    (stats.aborts if how == "abort" else stats.cancels).append(iid)
+    if how == "abort" and was == "rolling_back":
+        stats.aborts_in_rollback.append(iid)
+    done = "aborted" if how == "abort" else "cancelled"
+    say(f"chaos: t={now:5.1f}s {done} instance {iid} ({was})")
+
+
+def _answer(
+    runtime: Any, iid: int, plan: dict[str, Any], say: Callable[[str], None], now: float
+) -> Decision:
+    """Answer a waiting human step as planned (`timeout`: not at all); maybe answer twice."""
+    from floxy_core.errors import FloxyError
+
+    answer = str(plan.get("human"))
+    if answer == "timeout":
+        return Decision(answer, time.time(), accepted=False)
+    at = time.time()
+
+    def decide() -> None:
+        word = {"confirm": "confirmed", "reject": "rejected"}[answer]
+        runtime.decide(iid, "approve", word, "chaos", f"planned {answer}")
+
+    try:
+        _retry("decide", decide)
+    except FloxyError as exc:
+        say(f"chaos: t={now:5.1f}s {answer} of instance {iid} refused: {exc}")
+        return Decision(answer, at, accepted=False)
+    decision = Decision(answer, at, accepted=True)
+    if plan.get("twice"):
+        try:
+            _retry("decide again", decide)
+            decision.second_refused = False
+        except FloxyError:
+            decision.second_refused = True
+    return decision
+
+
+def _waiting(store: Any) -> list[int]:
+    with store.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT instance_id FROM workflows.workflow_steps WHERE status = 'waiting_decision'"
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def _rolling_back(store: Any) -> list[int]:
+    with store.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT id FROM workflows.workflow_instances WHERE status = 'rolling_back'"
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
 def _unsettled(store: Any) -> int:
     with store.pool.connection() as conn:
         row = conn.execute(
@@ -972,23 +1171,27 @@ class Call:
     compensation: bool
     pid: int
     incarnation: Incarnation
+    remote: bool = False
+    """Written by the HTTP service (its call outlives a killed daemon, as a service's does)."""
 
 
 def read_ledger(daemons: Daemons) -> list[Call]:
     calls = []
     for inc in daemons.all:
-        for line in inc.ledger.read_text().splitlines():
-            parts = line.split()
-            if len(parts) != 9:
-                continue  # a line cut by a kill cannot happen with O_APPEND, but be safe
-            at, phase, call, iid, step, key, attempt, comp, pid = parts
-            # One clock for every line: a daemon's handlers share its shifted wall clock.
-            calls.append(
-                Call(
-                    float(at) - inc.skew, phase, call, int(iid), step, key, int(attempt),
-                    comp == "true", int(pid), inc,
-                )
-            )  # fmt: skip
+        for path, remote in ((inc.ledger, False), (inc.http_ledger, True)):
+            for line in path.read_text().splitlines():
+                parts = line.split()
+                if len(parts) != 9:
+                    continue  # a line cut by a kill cannot happen with O_APPEND, but be safe
+                at, phase, call, iid, step, key, attempt, comp, pid = parts
+                # One clock for every line: a daemon's handlers share its shifted wall clock;
+                # the service writes on the driver's.
+                calls.append(
+                    Call(
+                        float(at) - (0.0 if remote else inc.skew), phase, call, int(iid), step,
+                        key, int(attempt), comp == "true", int(pid), inc, remote,
+                    )
+                )  # fmt: skip
     calls.sort(key=lambda c: c.at)
     return calls
 
@@ -1013,21 +1216,28 @@ def check_invariants(
             )
         }
         steps: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+        step_rows: Counter[tuple[int, str]] = Counter()
         for r in conn.execute(
             "SELECT instance_id, step_name, step_type, status, output, error, retry_count, "
-            "compensation_retry_count, idempotency_key, completed_at, id "
+            "compensation_retry_count, idempotency_key, completed_at, id, input, started_at "
             "FROM workflows.workflow_steps ORDER BY id"
         ):
             steps[r[0]][r[1]] = {
                 "name": r[1], "type": r[2], "status": r[3], "output": r[4], "error": r[5],
                 "retry_count": r[6], "comp_retry_count": r[7], "key": str(r[8]),
-                "completed_at": _epoch(r[9]), "id": r[10],
+                "completed_at": _epoch(r[9]), "id": r[10], "input": r[11],
+                "started_at": _epoch(r[12]),
             }  # fmt: skip
+            step_rows[(r[0], r[1])] += 1
         events: dict[int, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+        ended_at: dict[int, float] = {}
         for r in conn.execute(
-            "SELECT instance_id, event_type, payload FROM workflows.workflow_events ORDER BY id"
+            "SELECT instance_id, event_type, payload, created_at FROM workflows.workflow_events "
+            "ORDER BY id"
         ):
             events[r[0]].append((r[1], r[2] or {}))
+            if r[1] in {f"workflow_{s}" for s in TERMINAL}:
+                ended_at.setdefault(r[0], r[3].timestamp())
         queue = Counter(
             r[0] for r in conn.execute("SELECT instance_id FROM workflows.workflow_queue")
         )
@@ -1064,6 +1274,11 @@ def check_invariants(
     rollback_kept = Check(
         "a cancel during a failure's rollback changes nothing: the instance ends failed"
     )
+    human = Check(
+        "human step: confirm continues once with its input; reject and timeout abort; "
+        "a second answer is refused"
+    )
+    abort_honest = Check("aborted: no interrupted compensation reported done")
     dup_success = 0
     dup_success_steps = 0
     dup_comp = 0
@@ -1073,6 +1288,7 @@ def check_invariants(
     timed_out_frozen = 0
     lease = _seconds(config.lease)
     cancelled_by_us = set(stats.cancels)
+    aborted_by_us = set(stats.aborts)
     in_rollback = set(stats.cancels_in_rollback)
     requeued = set(stats.requeued)
 
@@ -1080,6 +1296,8 @@ def check_invariants(
     spawn_race: set[str] = set()
     for c in calls:
         killed = c.incarnation.killed
+        if c.remote:
+            continue  # a service finishes what it was asked whatever became of the client
         if killed is not None and started_at.get(c.call, c.at) > killed:
             # Spawned as the daemon died, before its guard set the parent-death signal: the
             # known gap of `_guarded` (docs/reliability.md), counted apart.
@@ -1142,11 +1360,19 @@ def check_invariants(
                         f"{inc.slot}.{inc.gen} that ran it at {c.at:.3f} was neither stopped "
                         f"nor frozen within lease+3s (gone {gone})"
                     )
-        if iid in in_rollback:
-            ok = status in ("failed", "cancelled")
-            rollback_kept.add(status == "failed", f"{where}: cancelled during its rollback")
+        decision = stats.decisions.get(iid)
+        if iid in aborted_by_us:
+            ok = status == "aborted"
+        elif iid in in_rollback:
+            ok = status == "failed"
+            rollback_kept.add(
+                ok and "random cancel" not in (inst["error"] or ""),
+                f"{where}: cancelled during its rollback (error {inst['error']!r})",
+            )
         elif iid in cancelled_by_us:
             ok = status == "cancelled"
+        elif decision is not None and not decision.accepted:
+            ok = status == "aborted"  # the step timed out (as planned, or before the answer)
         elif refused or frozen_timeouts:
             ok = status in ("failed", "cancelled")
         elif iid in requeued:
@@ -1154,7 +1380,7 @@ def check_invariants(
         else:
             ok = status == expected.status
         outcome.add(ok, f"{where}: expected {expected.status} from plan {plan}")
-        if status == "completed" and iid not in cancelled_by_us:
+        if status == "completed" and iid not in cancelled_by_us | aborted_by_us:
             tasks = {n for n, r in rows.items() if r["type"] == "task"}
             done = {n for n in tasks if rows[n]["status"] == "completed"}
             failed = {n for n in tasks if rows[n]["status"] == "failed"}
@@ -1301,6 +1527,59 @@ def check_invariants(
                     f"{end}",
                 )
 
+        # 5c. human steps (instances nobody cancelled or aborted)
+        if (
+            flow == "approval"
+            and decision is not None
+            and iid not in cancelled_by_us | aborted_by_us
+        ):
+            approve, after = rows.get("approve", {}), rows.get("a_after")
+            undos = [c for c in calls if c.instance == iid and c.compensation]
+            if decision.accepted and decision.answer == "confirm":
+                human.add(
+                    approve.get("status") in ("completed", "rolled_back")
+                    and after is not None
+                    and step_rows[(iid, "a_after")] == 1
+                    and after["input"] == approve.get("input"),
+                    f"{where}: confirmed, yet approve is {approve.get('status')}, a_after rows "
+                    f"{step_rows[(iid, 'a_after')]}, a_after input "
+                    f"{None if after is None else after['input']!r} vs approve input "
+                    f"{approve.get('input')!r}",
+                )
+            elif decision.accepted:
+                human.add(
+                    status == "aborted"
+                    and "rejected by chaos" in (inst["error"] or "")
+                    and after is None
+                    and not undos,
+                    f"{where}: rejected, error {inst['error']!r}, a_after "
+                    f"{'ran' if after else 'absent'}, {len(undos)} compensation calls",
+                )
+            else:
+                waited = (ended_at.get(iid) or 0.0) - (approve.get("started_at") or 0.0)
+                human.add(
+                    status == "aborted"
+                    and "decision timeout expired" in (inst["error"] or "")
+                    and HUMAN_TIMEOUT - 0.05 <= waited <= HUMAN_TIMEOUT + 30
+                    and after is None
+                    and not undos,
+                    f"{where}: unanswered ({decision.answer}), error {inst['error']!r}, ended "
+                    f"{waited:.2f}s after approve began waiting (timeout {HUMAN_TIMEOUT:g}s), "
+                    f"{len(undos)} compensation calls",
+                )
+            if decision.second_refused is not None:
+                human.add(decision.second_refused, f"{where}: a second answer was accepted")
+
+        # 5d. an abort never reports an interrupted compensation as done
+        if status == "aborted":
+            for name, r in rows.items():
+                d = definition.steps[name]
+                if r["status"] == "rolled_back" and d.on_failure:
+                    undone = [c for c in by_step.get((iid, name, True), []) if c.phase == "ok"]
+                    abort_honest.add(
+                        bool(undone), f"{where}: step {name} rolled_back without a finished undo"
+                    )
+
         # 6. no_idempotent at most once
         for name in TASKS.get(flow, []):
             if name not in NO_IDEMPOTENT or name not in rows:
@@ -1416,6 +1695,16 @@ def check_invariants(
             f"daemon clocks ahead: {sorted(daemons.skews.items()) or 'none'}"
         ),
         "cancels during a rollback": len(stats.cancels_in_rollback),
+        "aborts": f"{len(stats.aborts)} ({len(stats.aborts_in_rollback)} during a rollback)",
+        "human answers": dict(
+            sorted(
+                Counter(
+                    d.answer + ("" if d.accepted or d.answer == "timeout" else " (refused)")
+                    for d in stats.decisions.values()
+                ).items()
+            )
+        ),
+        "HTTP calls": f"{stats.remote_calls} ({stats.remote_unknown} from an unknown daemon)",
         "DLQ requeues": len(stats.requeued),
         "PostgreSQL auth": "password (scram-sha-256)" if config.password else "trust",
         "orphaned handler processes killed at the end": stats.orphans_killed,
@@ -1438,6 +1727,8 @@ def check_invariants(
         no_overlap,
         outlived,
         rollback_kept,
+        human,
+        abort_honest,
     ]
     return checks, figures
 

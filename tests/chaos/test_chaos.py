@@ -1,8 +1,8 @@
 """The short form of the chaos run (the long form: `python -m tests.chaos.chaos`, see
 docs/reliability.md): about 60 instances of mixed flows on three floxyd processes (one with its
 clock 30 s ahead, PostgreSQL with password authentication), a few SIGKILLs, SIGTERMs and
-SIGSTOPs, one PostgreSQL restart, a few cancels and DLQ requeues, then every invariant is
-checked."""
+SIGSTOPs, one PostgreSQL restart, a few cancels, aborts and DLQ requeues, HTTP steps and human
+steps, then every invariant is checked."""
 
 from __future__ import annotations
 
@@ -33,4 +33,6 @@ def test_short_chaos_run_keeps_every_invariant(
     stats = report.stats
     assert stats.kills + stats.terms + stats.freezes >= 3, table
     assert stats.pg_restarts == 1, table
+    assert stats.remote_calls > 0 and stats.remote_unknown == 0, table
+    assert stats.decisions, table
     assert report.violations == 0, table
