@@ -119,24 +119,31 @@ _MERMAID_SHAPES: dict[StepType, tuple[str, str]] = {
     StepType.HUMAN: ("{{", "}}"),
 }
 
-_MERMAID_ESCAPES = str.maketrans(
+_MERMAID_LOOKALIKES = str.maketrans(
     {
-        '"': "#quot;",
-        "#": "#35;",
-        "<": "#lt;",
-        ">": "#gt;",
-        "&": "#amp;",
-        "`": "#96;",
+        '"': "'",
+        "`": "'",
+        "<": "‹",
+        ">": "›",
+        "&": "＆",
+        "#": "＃",
         "\n": " ",
         "\r": " ",
         "\t": " ",
     }
 )
+"""Characters a `"..."` label cannot show as themselves, and what is drawn instead.
+
+Mermaid's entity codes (`#quot;`) are drawn literally when `htmlLabels` is off (mermaid-js
+issue 7015), so none is used: a quote would end the label, a backtick starts a Markdown string,
+`<` and `&` are markup with HTML labels, `#` starts an entity code. Each becomes a character
+that reads the same and means nothing to Mermaid: `{{ eq .kind "heavy" }}` is drawn
+`{{ eq .kind 'heavy' }}`. The DOT output keeps the exact text."""
 
 
 def _mermaid_text(text: str) -> str:
-    """User text made safe inside a `"..."` label: quotes and markup become entity codes."""
-    return text.translate(_MERMAID_ESCAPES)
+    """User text made safe inside a `"..."` label, in every Mermaid renderer (see above)."""
+    return text.translate(_MERMAID_LOOKALIKES)
 
 
 def _label_lines(step: StepDefinition, *, ascii_only: bool) -> list[str]:

@@ -1,8 +1,9 @@
 """The tech server: Prometheus `/metrics` and the `/health` probes, on a stdlib HTTP server.
 
 Counters come from the runtime's lifecycle hooks (`Metrics.hook`) and from the handler wrapper
-(`Metrics.wrap`, which times each call and counts busy workers); queue gauges are read from the
-database when Prometheus scrapes. Labels are workflow and step names, never instance ids, so the
+(`Metrics.wrap`, which times each call and counts busy workers); queue gauges, and the aborts
+(decided by whichever process asked, mostly floxyctl), are read from the database when
+Prometheus scrapes. Labels are workflow and step names, never instance ids, so the
 number of series stays bounded.
 """
 
@@ -32,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from floxy_core.secrets import redact
+from floxy_core.storage.postgres.sql import q
 
 if TYPE_CHECKING:
     from floxy_core.model import JSON, Instance
@@ -81,9 +83,6 @@ class Metrics:
         )
         self.workflows_cancelled = Counter(
             "floxy_workflows_cancelled", "Instances that ended cancelled here.", wf, registry=r
-        )
-        self.workflows_aborted = Counter(
-            "floxy_workflows_aborted", "Instances that ended aborted here.", wf, registry=r
         )
         self.steps_started = Counter(
             "floxy_steps_started", "Step attempts started by this process.", st, registry=r
@@ -136,8 +135,6 @@ class Metrics:
                 self.workflows_failed.labels(workflow).inc()
             case "workflow_cancelled":
                 self.workflows_cancelled.labels(workflow).inc()
-            case "workflow_aborted":
-                self.workflows_aborted.labels(workflow).inc()
             case "step_started":
                 self.steps_started.labels(workflow, step).inc()
             case "step_completed":
@@ -198,7 +195,8 @@ class MeteredHandler:
 
 
 class DatabaseGauges(Collector):
-    """Gauges read on scrape: queue depth, age of the oldest ready step, active instances."""
+    """Read on scrape: queue depth, age of the oldest ready step, active instances, and the
+    aborts per workflow (a counter the database keeps, whichever process aborted)."""
 
     def __init__(
         self,
@@ -231,6 +229,7 @@ class DatabaseGauges(Collector):
                 now = datetime.now(UTC)
                 queue = conn.execute(QUEUE_SQL, {"now": now}).fetchone()
                 active = conn.execute(ACTIVE_SQL, {"statuses": ACTIVE_STATUSES}).fetchall()
+                aborts = conn.execute(q("abort_counts")).fetchall()
         except Exception as exc:
             self._metrics.database_errors.inc()
             log.warning("metrics: database query failed: %s", exc)
@@ -260,6 +259,14 @@ class DatabaseGauges(Collector):
         for status in ACTIVE_STATUSES:
             instances.add_metric([status], by_status.get(status, 0))
         yield instances
+        aborted = CounterMetricFamily(
+            "floxy_workflows_aborted",
+            "Instances that ended aborted, by whatever process (whole database).",
+            labels=["workflow"],
+        )
+        for workflow, count in aborts:
+            aborted.add_metric([str(workflow)], int(count))
+        yield aborted
 
 
 class HealthCheck:

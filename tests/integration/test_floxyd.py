@@ -584,3 +584,61 @@ def test_health_turns_503_when_the_database_is_gone(
     assert http(daemon.url("/health/live"))[0] == 200
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit(20) == 0
+
+
+def test_aborts_by_floxyctl_are_counted_in_the_metrics_of_floxyd(
+    tmp_path: Path,
+    pg_dsn: str,
+    store: PostgresStore,
+    floxyd: Callable[..., Daemon],
+    orphans: Path,
+) -> None:
+    flow = long_step(orphans, 30) + textwrap.indent(
+        textwrap.dedent("""\
+        - name: approval
+          steps:
+            - {type: human, name: approve}
+        """),
+        "  ",
+    )
+    daemon = floxyd(write_yaml(tmp_path, flow), pg_dsn)
+    floxyctl = str(Path(sys.executable).with_name("floxyctl"))
+
+    def ctl(*args: str) -> None:
+        done = subprocess.run(
+            [floxyctl, *args],
+            env=base_env(FLOXY_DSN=pg_dsn),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+
+    slow = start(store, "slow-v1")
+    wait_for("the long step to start", lambda: pids(orphans))
+    ctl("abort", "-o", str(slow), "--reason", "runaway")
+    assert wait_status(store, slow) == "aborted"
+    approval = start(store, "approval-v1")
+    wait_for(
+        "the approval to wait",
+        lambda: steps(store, approval)["approve"].status.value == "waiting_decision",
+    )
+    ctl("decide", str(approval), "reject")
+    assert wait_status(store, approval) == "aborted"
+
+    def aborted() -> dict[str, str]:
+        status, text = http(daemon.url("/metrics"))
+        assert status == 200
+        prefix = "floxy_workflows_aborted_total{"
+        return dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(prefix))
+
+    expected = {
+        'floxy_workflows_aborted_total{workflow="approval-v1"}': "1.0",
+        'floxy_workflows_aborted_total{workflow="slow-v1"}': "1.0",
+    }
+    assert aborted() == expected
+    # A counter never goes down: not when the aborted instance's partition is dropped at the
+    # end of its retention.
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM workflows.workflow_instances WHERE id = %s", (slow,))
+    assert aborted() == expected

@@ -89,12 +89,29 @@ def test_mermaid_condition_edges_and_escaping() -> None:
     text = to_mermaid(saga())
     ids = mermaid_ids(text)
     lines = text.splitlines()
-    label = "{{ gt .amount 100 }} #quot;quoted#quot; #lt;b#gt; #35;x a\\b"
+    label = "{{ gt .amount 100 }} 'quoted' ‹b› ＃x a\\b"
     assert f'    {ids["big"]}{{"big<br/>{label}"}}' in lines
     assert f"    {ids['big']} -->|true| {ids['notify']}" in lines
     assert f"    {ids['big']} -->|false| {ids['small']}" in lines
     # The raw quote never reaches the output, so it cannot close the label early.
     assert '"quoted"' not in text
+
+
+def test_mermaid_labels_use_no_entity_codes() -> None:
+    # Mermaid draws `#quot;` literally when htmlLabels is off (mermaid-js issue 7015): every
+    # character a label cannot hold becomes a look-alike instead.
+    defn = (
+        Builder("kinds")
+        .condition("heavy", '{{ eq .kind "heavy" }}', lambda b: b.step("light"))
+        .step("odd", "a`b<c>&d#35;e")
+        .build()
+    )
+    text = to_mermaid(defn)
+    ids = mermaid_ids(text)
+    lines = text.splitlines()
+    assert f"    {ids['heavy']}{{\"heavy<br/>{{{{ eq .kind 'heavy' }}}}\"}}" in lines
+    assert f'    {ids["odd"]}["odd<br/>handler: a\'b‹c›＆d＃35;e"]' in lines
+    assert not re.search(r"#\w+;", text)
 
 
 def test_mermaid_compensation_is_dashed_and_styled() -> None:

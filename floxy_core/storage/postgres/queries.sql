@@ -127,3 +127,7 @@ FROM workflows.workflow_instances;
 -- name: state_steps
 -- migrations_pro/007: step rows of one instance in the state document's shape, by name or all.
 SELECT workflows.floxy_steps(%(id)s, %(created)s, %(now)s, %(names)s::text[]);
+
+-- name: abort_counts
+-- migrations_pro/008: aborts per workflow since the install, whoever aborted (floxyd's metrics).
+SELECT workflow_id, aborted FROM workflows.workflow_abort_counts ORDER BY workflow_id;
