@@ -7,8 +7,11 @@ is missing or behind, say in one line to run `floxyctl migrate` (exit 6).
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,3 +111,136 @@ def test_a_role_that_may_only_read_runs_the_reads(pg_cluster: Cluster, pg_dsn: s
             conn.execute(f"DROP OWNED BY {role}")
         with psycopg.connect(pg_cluster.admin_dsn, autocommit=True) as conn:
             conn.execute(f"DROP ROLE {role}")
+
+
+# -- the least-privilege setup of docs/floxyd.md, run exactly as written -----------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "floxyd.md"
+ROLES = ("floxy_owner", "floxy_worker", "floxy_reader")
+ROLE_FLOWS = """\
+handlers:
+  - name: pack
+    exec: echo '{"packed":true}'
+flows:
+  - name: parcel
+    steps:
+      - pack
+"""
+
+
+def doc_sql(marker: str) -> str:
+    """The ```sql block right after `<!-- database-roles: MARKER -->` in docs/floxyd.md."""
+    text = DOC.read_text(encoding="utf-8")
+    head = f"<!-- database-roles: {marker} -->\n```sql\n"
+    assert head in text, f"no {head!r} in {DOC}"
+    return text.split(head, 1)[1].split("\n```", 1)[0]
+
+
+def run_as_psql(conn: psycopg.Connection[object], script: str) -> None:
+    """Each statement on its own, in autocommit, as `psql -f` would run them."""
+    for statement in script.split(";\n"):
+        if statement.strip(" \n;"):
+            conn.execute(statement.encode())
+
+
+@pytest.fixture
+def doc_roles(pg_cluster: Cluster) -> Iterator[dict[str, str]]:
+    """The doc's roles and `floxy` database on the test cluster; a DSN per role."""
+    with psycopg.connect(pg_cluster.admin_dsn, autocommit=True) as conn:
+        taken = conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(ROLES),)
+        ).fetchall()
+        assert not taken, f"roles {taken} already exist on the test server"
+        run_as_psql(conn, doc_sql("cluster"))
+    base = pg_cluster.dsn("floxy")
+    try:
+        with psycopg.connect(base, autocommit=True) as conn:
+            run_as_psql(conn, doc_sql("database"))
+        yield {
+            "superuser": base,
+            **{r.removeprefix("floxy_"): base.replace("user=postgres", f"user={r}") for r in ROLES},
+        }
+    finally:
+        pg_cluster.drop_database(base)
+        with psycopg.connect(pg_cluster.admin_dsn, autocommit=True) as conn:
+            for role in ROLES:
+                conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_the_documented_roles_migrate_work_and_read(
+    doc_roles: dict[str, str], tmp_path: Path
+) -> None:
+    owner, worker, reader = doc_roles["owner"], doc_roles["worker"], doc_roles["reader"]
+    flows = tmp_path / "parcel.yaml"
+    flows.write_text(ROLE_FLOWS)
+
+    # Before the owner migrates, the reads say so; the worker cannot migrate.
+    schema_error(floxyctl("status", dsn=reader))
+    refused = floxyctl("register", "-f", str(flows), dsn=worker)
+    assert refused.returncode == 2 and "permission denied" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+
+    migrated = floxyctl("migrate", dsn=owner)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "applied 001_schema.sql" in migrated.stdout
+
+    # The worker writes rows and floxyd runs the steps as the worker, without DDL rights.
+    assert floxyctl("register", "-f", str(flows), dsn=worker).returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOXY_", "PG"))}
+    env |= {
+        "FLOXY_DSN": worker,
+        "FLOXY_TECH_ADDR": "off",
+        "FLOXY_MAINTENANCE_INTERVAL": "0",
+        "FLOXY_STATS_INTERVAL": "0",
+        "FLOXY_NO_PLUGINS": "1",
+    }
+    log = tmp_path / "floxyd.log"
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "floxyd", str(flows)], env=env, stdout=out, stderr=out
+        )
+    try:
+        done = floxyctl(
+            "start", "-o", "parcel", "--wait", "--completion-timeout", "60s",
+            "--output", "json", dsn=worker,
+        )  # fmt: skip
+        assert done.returncode == 0, (done.stderr, log.read_text())
+        instance = json.loads(done.stdout)
+        assert instance["status"] == "completed" and instance["output"] == {"packed": True}
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+    assert "permission denied" not in log.read_text()
+
+    # The reader reads everything.
+    for args in (
+        ["status"],
+        ["inspect", str(instance["instance_id"])],
+        ["workflows"],
+        ["dlq", "list"],
+        ["migrate", "--status"],
+    ):
+        result = floxyctl(*args, dsn=reader)
+        assert result.returncode == 0, (args, result.stderr)
+    assert "parcel-v1" in floxyctl("status", dsn=reader).stdout
+
+    # ... and writes nothing: one clear line, exit 2, no traceback. (`migrate` with nothing
+    # pending changes nothing, so it is no write and succeeds.)
+    assert floxyctl("migrate", dsn=reader).returncode == 0
+    flows.write_text(ROLE_FLOWS + "  - name: other\n    steps:\n      - pack\n")
+    for args in (["start", "-o", "parcel"], ["register", "-f", str(flows)]):
+        result = floxyctl(*args, dsn=reader)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("floxyctl: error: "), result.stderr
+        assert "permission denied" in lines[0] and "Traceback" not in result.stderr
+        assert "this role lacks the privilege" in lines[0], lines[0]
+
+    # Partition maintenance is DDL: the owner runs it, the worker may not (see the doc).
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute("CALL workflows.cleanup_all()")
+    with psycopg.connect(worker, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CALL workflows.cleanup_all()")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE workflows.not_allowed (id int)")
