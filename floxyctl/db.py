@@ -178,7 +178,8 @@ def resolve(
         conninfo = make_conninfo(conninfo, **extra)
     shown_host = parts.get("host") or _libpq_env("PGHOST", "PGHOSTADDR") or "localhost"
     shown_port = parts.get("port") or _libpq_env("PGPORT") or 5432
-    shown_db = parts.get("dbname") or _libpq_env("PGDATABASE") or ""
+    shown_db = parts.get("dbname") or _libpq_env("PGDATABASE") or parts.get("user") or ""
+    shown_db = shown_db or _libpq_env("PGUSER") or ""  # libpq's default database: the user's
     return DbSettings(conninfo=conninfo, where=f"{shown_host}:{shown_port}/{shown_db}", read=read)
 
 
