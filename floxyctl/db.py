@@ -2,11 +2,20 @@
 
 Settings come, first match wins, from `--dsn` / `FLOXY_DSN`, or from the reference flags
 `--host --port --user --database` (each falling back to floxyd's `FLOXY_DB_*` variables) with the
-password from `-W` (prompt), `PG_PASSWORD` or `FLOXY_DB_PASSWORD`. The password only ever travels
-inside the conninfo handed to libpq: it is never formatted into a string by us, and every message
-that leaves this module goes through `floxy_core.secrets.redact` (passwords masked where a URL or
-conninfo holds them, not by searching for their text), because error text ends up in logs and CI
-output.
+password from `-W` (prompt), `PG_PASSWORD` or `FLOXY_DB_PASSWORD`. libpq's own variables
+(`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, `PGSERVICE`, `~/.pgpass` ...) come
+last: libpq reads them itself for whatever the conninfo leaves out, and when no floxy setting is
+given at all the conninfo is empty, so floxyctl connects exactly where `psql` would. The password
+only ever travels inside the conninfo handed to libpq (or libpq's environment): it is never
+formatted into a string by us, and every message that leaves this module goes through
+`floxy_core.secrets.redact` (passwords masked where a URL or conninfo holds them, not by
+searching for their text), because error text ends up in logs and CI output.
+
+Read commands (`with_db(..., read=True)`) never change the schema: they check it and, when it is
+missing or older than this floxyctl, exit `exits.SCHEMA` with one line saying to run
+`floxyctl migrate`, so a role that may only read can use them. Write commands apply pending
+migrations first, as floxyd does at start-up; with nothing pending that takes no DDL and no
+rights beyond reading the version table.
 
 psycopg and floxy_core.storage are imported inside functions so that `floxyctl run` stays fast.
 """
@@ -26,6 +35,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from floxyctl import exits
 from floxyctl.common import fail
 
 if TYPE_CHECKING:
@@ -38,16 +48,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 CONNECT_TIMEOUT_S = 10
 NOT_CONFIGURED = (
     "no database configured: pass --dsn (or set FLOXY_DSN), or --host/--port/--user/--database "
-    "(or set FLOXY_DB_HOST/FLOXY_DB_PORT/FLOXY_DB_USER/FLOXY_DB_NAME)"
+    "(or set FLOXY_DB_HOST/FLOXY_DB_PORT/FLOXY_DB_USER/FLOXY_DB_NAME, or libpq's "
+    "PGHOST/PGPORT/PGUSER/PGDATABASE)"
 )
-DB_EPILOG = (
+_LIBPQ_WHERE = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE")
+"""libpq variables that say where to connect: any of them alone counts as a configuration."""
+_CONNECTION = (
     "Connection: --dsn or FLOXY_DSN; else --host --port --user --database (or FLOXY_DB_HOST, "
     "FLOXY_DB_PORT, FLOXY_DB_USER, FLOXY_DB_NAME) with -W to prompt for the password, or "
-    "PG_PASSWORD / FLOXY_DB_PASSWORD. Pending migrations are applied first. "
+    "PG_PASSWORD / FLOXY_DB_PASSWORD; libpq's PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD "
+    "fill in whatever is not set."
+)
+_EXITS = (
     "Exit codes: 0 done · 2 bad usage or input, unknown workflow/instance/record, a request the "
     "current state refuses, or a database that is not configured, unreachable or refuses the "
-    "login."
+    "login or the privilege"
 )
+DB_EPILOG = f"{_CONNECTION} Pending migrations are applied first. {_EXITS}."
+READ_EPILOG = (
+    f"{_CONNECTION} Never changes the schema. {_EXITS} · 6 the schema is missing or older than "
+    "floxyctl (run floxyctl migrate)."
+)
+PRIVILEGE_HINT = "this role lacks the privilege (database roles: docs/floxyd.md#database-roles)"
 
 
 @dataclass(frozen=True)
@@ -57,6 +79,8 @@ class DbSettings:
     conninfo: str
     where: str
     """`host:port/dbname` for messages; never contains the password."""
+    read: bool = False
+    """A read command's settings: `open_store` checks the schema instead of migrating it."""
 
     def scrub(self, text: str) -> str:
         """`text` on one line, with any password in a URL or conninfo masked."""
@@ -90,6 +114,11 @@ def _prompt_password() -> str:
         fail("-W/--password: no password entered")
 
 
+def _libpq_env(*names: str) -> str | None:
+    """The first of libpq's environment variables `names` that is set (libpq reads them too)."""
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+
 def resolve(
     *,
     dsn: str | None,
@@ -98,8 +127,13 @@ def resolve(
     user: str | None,
     database: str | None,
     prompt: bool,
+    read: bool = False,
 ) -> DbSettings:
-    """Turn the connection options into one conninfo; exits 2 when nothing usable is set."""
+    """Turn the connection options into one conninfo; exits 2 when nothing usable is set.
+
+    Precedence: a flag, then its `FLOXY_*` variable (typer does both), then libpq's `PG*`
+    variable, which libpq itself applies to every parameter the conninfo leaves out.
+    """
     from psycopg.conninfo import make_conninfo
 
     password: str | None
@@ -111,17 +145,19 @@ def resolve(
         host = host or None
         database = database or None
         if not any((host, port, user, database)):
-            fail(NOT_CONFIGURED)
-        missing = [
-            flag
-            for flag, value in (
-                ("--host/FLOXY_DB_HOST", host),
-                ("--database/FLOXY_DB_NAME", database),
-            )
-            if not value
-        ]
-        if missing:
-            fail(f"incomplete database settings: missing {' and '.join(missing)}")
+            if _libpq_env(*_LIBPQ_WHERE) is None:
+                fail(NOT_CONFIGURED)
+        else:
+            missing = [
+                flag
+                for flag, value in (
+                    ("--host/FLOXY_DB_HOST", host or _libpq_env("PGHOST", "PGHOSTADDR")),
+                    ("--database/FLOXY_DB_NAME", database or _libpq_env("PGDATABASE")),
+                )
+                if not value and _libpq_env("PGSERVICE") is None
+            ]
+            if missing:
+                fail(f"incomplete database settings: missing {' and '.join(missing)}")
         if prompt:
             password = _prompt_password()
         else:
@@ -140,8 +176,11 @@ def resolve(
     }
     if extra:
         conninfo = make_conninfo(conninfo, **extra)
-    where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
-    return DbSettings(conninfo=conninfo, where=where)
+    shown_host = parts.get("host") or _libpq_env("PGHOST", "PGHOSTADDR") or "localhost"
+    shown_port = parts.get("port") or _libpq_env("PGPORT") or 5432
+    shown_db = parts.get("dbname") or _libpq_env("PGDATABASE") or parts.get("user") or ""
+    shown_db = shown_db or _libpq_env("PGUSER") or ""  # libpq's default database: the user's
+    return DbSettings(conninfo=conninfo, where=f"{shown_host}:{shown_port}/{shown_db}", read=read)
 
 
 # -- the connection options, added to every database command --------------------------------
@@ -216,11 +255,12 @@ _OPTIONS: list[inspect.Parameter] = [
 ]
 
 
-def with_db(func: F) -> F:
+def with_db(func: F, *, read: bool = False) -> F:
     """Give a command the connection options; it receives the resolved `db: DbSettings`.
 
     Typer reads the command's signature, so the wrapper advertises the command's own
     parameters plus the shared connection options instead of repeating them per command.
+    `read=True` marks a command that only reads: its store never migrates (see `open_store`).
     """
     signature = inspect.signature(func, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "db"]
@@ -234,6 +274,7 @@ def with_db(func: F) -> F:
             user=kwargs.pop("db_user"),
             database=kwargs.pop("db_database"),
             prompt=kwargs.pop("db_password"),
+            read=read,
         )
         return func(db=db, **kwargs)
 
@@ -255,6 +296,8 @@ def guard(db: DbSettings, prefix: str = "") -> Iterator[None]:
         yield
     except FloxyError as exc:
         fail(db.scrub(prefix + str(exc)))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        fail(db.scrub(f"{prefix}database error: {exc} ({PRIVILEGE_HINT})"))
     except psycopg.OperationalError as exc:
         fail(db.scrub(f"{prefix}database {db.where}: {exc}"))
     except psycopg.Error as exc:
@@ -282,16 +325,38 @@ def apply_migrations(db: DbSettings, conn: psycopg.Connection[Any]) -> int:
     return len(applied)
 
 
+def check_schema(db: DbSettings, conn: psycopg.Connection[Any]) -> None:
+    """A read's check: exit `exits.SCHEMA` unless every migration is applied (changes nothing)."""
+    from floxy_core.storage.postgres.migrations import available, pending
+
+    with guard(db):
+        todo = pending(conn)
+    if not todo:
+        return
+    if len(todo) == len(available()):
+        fail(f"no floxy schema in the database at {db.where}: run `floxyctl migrate`", exits.SCHEMA)
+    names = ", ".join(m.filename for m in todo)
+    fail(
+        f"the floxy schema at {db.where} is older than this floxyctl ({len(todo)} pending: "
+        f"{names}): run `floxyctl migrate`",
+        exits.SCHEMA,
+    )
+
+
 @contextlib.contextmanager
 def open_store(db: DbSettings) -> Iterator[PostgresStore]:
-    """Connect, migrate, and hand out a small-pool store; closes it on the way out."""
+    """Connect, migrate (a read: check the schema), and hand out a small-pool store; closes it
+    on the way out."""
     from floxy_core.storage.postgres import PostgresStore
 
     # Our own checks report connection problems as one line; the pool's retry warnings would
     # only repeat them (and Python's last-resort handler prints them unformatted).
     logging.getLogger("psycopg").setLevel(logging.ERROR)
     with connect(db) as conn:
-        apply_migrations(db, conn)
+        if db.read:
+            check_schema(db, conn)
+        else:
+            apply_migrations(db, conn)
     with guard(db):
         store = PostgresStore(db.conninfo, min_size=1, max_size=2, connect_timeout=10.0)
     try:

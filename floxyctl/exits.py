@@ -8,6 +8,8 @@ USAGE = 2
 TIMEOUT = 3
 PAUSED = 4
 STOPPED = 5
+SCHEMA = 6
+"""A read command found the database schema missing or older than floxyctl."""
 INTERRUPTED = 130
 BROKEN_PIPE = 141
 

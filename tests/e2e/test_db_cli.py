@@ -45,7 +45,17 @@ flows:
       - {name: charge, handler: charge, max_retries: 0}
       - {name: ship, handler: ship}
 """
-_DB_VARS = ("FLOXY_DSN", "PG_PASSWORD", "PGPASSWORD", "PGHOST", "PGPORT", "PGDATABASE")
+_DB_VARS = (
+    "FLOXY_DSN",
+    "PG_PASSWORD",
+    "PGPASSWORD",
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGUSER",
+    "PGDATABASE",
+    "PGSERVICE",
+)
 
 
 def floxyctl(
@@ -504,7 +514,7 @@ def test_dlq_delete_and_list_alias(db: str, store: PostgresStore) -> None:
 # -- migrations and connections ----------------------------------------------------------------
 
 
-def test_migrate_status_and_fresh_database(db: str, pg_cluster: Cluster) -> None:
+def test_migrate_status_and_fresh_database(db: str, pg_cluster: Cluster, tmp_path: Path) -> None:
     lines = ok("migrate", "--status", dsn=db).splitlines()[1:]
     assert len(lines) >= 2 and not any("pending" in line for line in lines)
     assert all(m["applied_at"] for m in as_json("migrate", "--status", dsn=db)["migrations"])
@@ -519,11 +529,13 @@ def test_migrate_status_and_fresh_database(db: str, pg_cluster: Cluster) -> None
         pending = as_json("migrate", "--dry-run", dsn=fresh)["pending"]
         assert pending[:2] == ["001_schema.sql", "002_partman.sql"]
         assert "pending" in ok("migrate", "--status", dsn=fresh)  # dry run changed nothing
-        result = floxyctl("workflows", dsn=fresh)
+        gate = tmp_path / "gate.yaml"
+        gate.write_text("flows:\n  - name: gate\n    steps:\n      - {type: human, name: ok}\n")
+        result = floxyctl("register", "-f", str(gate), dsn=fresh)  # a write migrates first
         assert result.returncode == 0, result.stderr
         assert result.stderr.strip() == f"[floxy] migrations: applied {len(pending)}"
         assert "[floxy]" not in result.stdout
-        assert floxyctl("workflows", dsn=fresh).stderr == ""  # applied once only
+        assert floxyctl("register", "-f", str(gate), dsn=fresh).stderr == ""  # applied once
     finally:
         pg_cluster.drop_database(fresh)
 

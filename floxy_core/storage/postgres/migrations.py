@@ -1,5 +1,10 @@
 """Ordered SQL migrations: a version table, one transaction per file, an advisory lock so that
-concurrent starters are safe, and checksums so an edited applied migration is reported."""
+concurrent starters are safe, and checksums so an edited applied migration is reported.
+
+Checking is read-only (`status`, `pending`): a role that may only read can ask whether the schema
+is current. `migrate` runs DDL only when something is pending, so a role without CREATE rights
+(floxyd's worker role) starts fine against a schema an owner has migrated.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from floxy_core.errors import StoreError
 from floxy_core.resources import migrations_dir
+from floxy_core.storage.postgres.sql import blocks
 
 if TYPE_CHECKING:
     import psycopg
@@ -55,23 +61,21 @@ def available(directory: Path | None = None) -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+def _q(name: str) -> bytes:
+    return blocks("migrations.sql")[name].encode()
+
+
 def _ensure_table(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("CREATE SCHEMA IF NOT EXISTS workflows")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS workflows.floxy_migrations ("
-        " version INT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL,"
-        " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-    )
+    conn.execute(_q("create_schema"))
+    conn.execute(_q("create_version_table"))
 
 
 def status(conn: psycopg.Connection[Any], directory: Path | None = None) -> list[MigrationStatus]:
-    """Every known migration with when it was applied; raises if an applied file was edited."""
-    exists = conn.execute("SELECT to_regclass('workflows.floxy_migrations')").fetchone()
+    """Every known migration with when it was applied (read-only: no DDL, no lock)."""
+    exists = conn.execute(_q("version_table")).fetchone()
     applied: dict[int, tuple[str, datetime]] = {}
     if exists and exists[0] is not None:
-        rows: list[tuple[Any, ...]] = conn.execute(
-            "SELECT version, checksum, applied_at FROM workflows.floxy_migrations"
-        ).fetchall()
+        rows: list[tuple[Any, ...]] = conn.execute(_q("applied")).fetchall()
         for version, checksum, applied_at in rows:
             applied[int(version)] = (str(checksum), applied_at)
     result = []
@@ -87,33 +91,43 @@ def status(conn: psycopg.Connection[Any], directory: Path | None = None) -> list
     return result
 
 
+def pending(conn: psycopg.Connection[Any], directory: Path | None = None) -> list[Migration]:
+    """The migrations not applied yet, read-only; raises if an applied file was edited."""
+    states = status(conn, directory)
+    edited = [s.migration.filename for s in states if not s.checksum_ok]
+    if edited:
+        raise MigrationError(
+            "applied migrations were changed afterwards: "
+            + ", ".join(edited)
+            + " (never edit a released migration; add a new one)"
+        )
+    return [s.migration for s in states if s.applied_at is None]
+
+
 def migrate(
     conn: psycopg.Connection[Any], *, dry_run: bool = False, directory: Path | None = None
 ) -> list[Migration]:
-    """Apply pending migrations (or list them with `dry_run`). `conn` must be in autocommit."""
-    conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+    """Apply pending migrations (or list them with `dry_run`). `conn` must be in autocommit.
+
+    Nothing but the advisory lock and two reads happen when the schema is current.
+    """
+    conn.execute(_q("lock"), {"key": LOCK_KEY})
     try:
-        if not dry_run:
-            _ensure_table(conn)
-        states = status(conn, directory)
-        edited = [s.migration.filename for s in states if not s.checksum_ok]
-        if edited:
-            raise MigrationError(
-                "applied migrations were changed afterwards: "
-                + ", ".join(edited)
-                + " (never edit a released migration; add a new one)"
-            )
-        pending = [s.migration for s in states if s.applied_at is None]
-        if dry_run:
-            return pending
-        for migration in pending:
+        todo = pending(conn, directory)
+        if dry_run or not todo:
+            return todo
+        _ensure_table(conn)
+        for migration in todo:
             try:
                 with conn.transaction():
                     conn.execute(migration.sql.encode())
                     conn.execute(
-                        "INSERT INTO workflows.floxy_migrations (version, name, checksum)"
-                        " VALUES (%s, %s, %s)",
-                        (migration.version, migration.name, migration.checksum),
+                        _q("record_applied"),
+                        {
+                            "version": migration.version,
+                            "name": migration.name,
+                            "checksum": migration.checksum,
+                        },
                     )
             except Exception as exc:
                 import psycopg
@@ -126,6 +140,6 @@ def migrate(
                     f"migration {migration.filename} failed: {detail}"
                     + (f" (hint: {hint})" if hint else "")
                 ) from exc
-        return pending
+        return todo
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+        conn.execute(_q("unlock"), {"key": LOCK_KEY})

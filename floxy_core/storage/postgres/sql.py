@@ -1,4 +1,5 @@
-"""Named SQL blocks, read once from `queries.sql`."""
+"""Named SQL blocks, read once from `queries.sql` (the store) and `migrations.sql` (bookkeeping
+of the migrations)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 @cache
-def queries() -> dict[str, str]:
-    text = (Path(__file__).with_name("queries.sql")).read_text(encoding="utf-8")
+def blocks(filename: str) -> dict[str, str]:
+    """The `-- name: X` blocks of one `.sql` file beside this module."""
+    text = (Path(__file__).with_name(filename)).read_text(encoding="utf-8")
     parts = _NAME.split(text)
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def queries() -> dict[str, str]:
+    return blocks("queries.sql")
 
 
 def q(name: str) -> str:
