@@ -256,6 +256,8 @@ class Instance:
     updated_at: float = 0.0
     started_at: float | None = None
     completed_at: float | None = None
+    retry_of: int | None = None
+    """The instance this one retries (`Runtime.retry`); set when it is created, never after."""
 
 
 @record

@@ -67,7 +67,12 @@ class Store(Protocol):
     def get_definition(self, workflow_id: str) -> WorkflowDefinition: ...
 
     def create_instance(
-        self, workflow_id: str, data: JSON, now: float, decide: Callable[[Transition], None]
+        self,
+        workflow_id: str,
+        data: JSON,
+        now: float,
+        decide: Callable[[Transition], None],
+        retry_of: int | None = None,
     ) -> tuple[int, list[HookCall]]: ...
 
     def transact(
@@ -91,6 +96,10 @@ class Store(Protocol):
     def next_due(self) -> float | None: ...
 
     def get_instance(self, instance_id: int) -> Instance: ...
+
+    def retries_of(self, instance_id: int) -> list[int]:
+        """The instances that retry this one, oldest first."""
+        ...
 
     def get_steps(self, instance_id: int, *statuses: StepStatus) -> list[StepRecord]:
         """The instance's rows; only those in `statuses` when some are given."""

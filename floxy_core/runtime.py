@@ -15,11 +15,13 @@ from typing import Any
 
 from floxy_core import values
 from floxy_core.durations import MAX_DURATION_MS
+from floxy_core.engine import restart
 from floxy_core.engine.decisions import Engine, Outcome, Work, hold_s
 from floxy_core.engine.state import HookCall, Transition
 from floxy_core.errors import (
     ConflictError,
     HandlerError,
+    InputError,
     NotFoundError,
     StoreError,
     StoreRejected,
@@ -157,6 +159,47 @@ class Runtime:
             instance_id,
             lambda tx: self.engine.decide(tx, step_name, decision, decided_by, comment),
         )
+
+    def retry(
+        self,
+        instance_id: int,
+        new_input: JSON = None,
+        *,
+        start_from: str = "start",
+        requested_by: str = "floxy",
+    ) -> int:
+        """Start a new instance that retries a failed, cancelled or aborted one and return its
+        id: from the first step with the old input (or `new_input`), or, with
+        `start_from="savepoint"`, right after the savepoint the old instance kept, reusing the
+        outputs of the steps before it."""
+        old = self.store.get_instance(instance_id)
+        restart.check_retriable(old)
+        if start_from not in restart.FROM_CHOICES:
+            raise InputError(f"retry from {start_from!r}: expected start or savepoint")
+        kept = None
+        if start_from == "savepoint":
+            if new_input is not None:
+                raise InputError(
+                    "a retry from the savepoint reuses the outputs of the steps before it; "
+                    "a new input applies only to a retry from the start"
+                )
+            definition = self.store.get_definition(old.workflow_id)
+            kept = restart.kept_savepoint(definition, self.store.get_steps(instance_id))
+            if kept is None:
+                raise ConflictError(restart.no_savepoint_message(old))
+        data = old.input if new_input is None else new_input
+        if kept is None:
+            for guard in self.start_guards:
+                guard(old.workflow_id, data)
+        new_id, hooks = self.store.create_instance(
+            old.workflow_id,
+            data,
+            self.clock.now(),
+            lambda tx: self.engine.restart(tx, instance_id, requested_by, kept),
+            retry_of=instance_id,
+        )
+        self._fire(hooks)
+        return new_id
 
     def requeue(self, dlq_id: int, new_input: JSON = None) -> int:
         record = self.store.find_dlq(dlq_id)

@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
         ("start", start, START_EPILOG),
         ("cancel", cancel, DB_EPILOG),
         ("abort", abort, DB_EPILOG),
+        ("retry", retry, START_EPILOG),
         ("decide", decide, DB_EPILOG),
         ("inspect", inspect, READ_EPILOG),
         ("list", status, READ_EPILOG),
@@ -176,11 +177,19 @@ def _report(
     dlq = store.get_dlq(instance_id)
     if note is None and not instance.status.terminal:
         note = _pause_note(instance, steps, dlq)
+    retried_as = store.retries_of(instance_id)
     if json_output:
-        render.print_json(instance_report(instance, steps, events, dlq))
+        document = instance_report(instance, steps, events, dlq)
+        document.update(retry_of=instance.retry_of, retried_as=retried_as)
+        render.print_json(document)
         if note:
             print(note, file=sys.stderr)
         return
+    links = [f"Retry of instance {instance.retry_of}."] if instance.retry_of is not None else []
+    if retried_as:
+        links.append(f"Retried as instance {', '.join(map(str, retried_as))}.")
+    if links:
+        note = " ".join([*([note] if note else []), *links])
     if elapsed is None:
         end = instance.completed_at if instance.status.terminal else None
         elapsed = max(0.0, (end or time.time()) - instance.created_at)
@@ -283,26 +292,55 @@ def start(
 
     Example: floxyctl start -o order-v1 -i input.json --wait
     """
-    timeout_s = _parse_ms(completion_timeout, "--completion-timeout") / 1000
-    status_s = max(_parse_ms(status_check_interval, "--status-check-interval"), 10) / 1000
+    waiting = _Waiting(wait, completion_timeout, status_check_interval)
     data = _read_json_file(input_file) if input_file is not None else _stdin_input()
-    json_output = output is OutputFormat.json
     with open_store(db) as store:
         with guard(db, "failed to start workflow: "):
             started = time.monotonic()
             instance_id = _runtime(store).start_instance(workflow, data)
-        if not wait:
+        waiting.follow(
+            store,
+            db,
+            instance_id,
+            started,
+            output,
+            f"Workflow instance started with ID: {instance_id}",
+        )
+
+
+class _Waiting:
+    """`--wait` and its timings, shared by the commands that start an instance."""
+
+    def __init__(self, wait: bool, completion_timeout: str, status_check_interval: str) -> None:
+        self.wait = wait
+        self.timeout_s = _parse_ms(completion_timeout, "--completion-timeout") / 1000
+        self.every_s = max(_parse_ms(status_check_interval, "--status-check-interval"), 10) / 1000
+
+    def follow(
+        self,
+        store: PostgresStore,
+        db: DbSettings,
+        instance_id: int,
+        started: float,
+        output: OutputFormat,
+        line: str,
+        document: dict[str, Any] | None = None,
+    ) -> None:
+        """Say what started (`line`, or `document` in json), then follow it with --wait."""
+        json_output = output is OutputFormat.json
+        if not self.wait:
             if json_output:
-                _json({"instance_id": instance_id})
+                _json({"instance_id": instance_id, **(document or {})})
             else:
-                print(f"Workflow instance started with ID: {instance_id}")
+                print(line)
             return
         if not json_output:
-            print(f"Workflow instance started with ID: {instance_id}", flush=True)
+            print(line, flush=True)
         with guard(db):
-            note, code = _follow(store, instance_id, started + timeout_s, status_s, timeout_s)
+            deadline = started + self.timeout_s
+            note, code = _follow(store, instance_id, deadline, self.every_s, self.timeout_s)
             _report(store, instance_id, json_output, time.monotonic() - started, note)
-    raise typer.Exit(code)
+        raise typer.Exit(code)
 
 
 def _stdin_input() -> Any:
@@ -368,6 +406,67 @@ def _stop(
         return
     what = "cancellation" if kind == "cancel" else "abort"
     print(f"Workflow instance {instance_id} {what} requested")
+
+
+def retry(
+    instance: Annotated[str, typer.Argument(metavar="ID", help="Instance ID.", show_default=False)],
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "-i",
+            "--input",
+            help="New JSON input (default: the old instance's input); only with --from start.",
+            show_default=False,
+        ),
+    ] = None,
+    start_from: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            metavar="start|savepoint",
+            help="Start over, or resume right after the savepoint the old instance kept, "
+            "reusing the outputs of the steps before it.",
+        ),
+    ] = "start",
+    requested_by: RequestedByOpt = None,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Follow the new instance until it ends (floxyd runs it)."),
+    ] = False,
+    completion_timeout: Annotated[
+        str, typer.Option("--completion-timeout", help="With --wait: give up after (exit 3).")
+    ] = "10m",
+    status_check_interval: Annotated[
+        str, typer.Option("--status-check-interval", help="With --wait: time between checks.")
+    ] = "500ms",
+    output: OutputOpt = OutputFormat.text,
+    *,
+    db: DbSettings,
+) -> None:
+    """Retry a failed, cancelled or aborted instance as a new instance linked to it.
+
+    The old instance stays as it ended. Example: floxyctl retry 42 --from savepoint --wait
+    """
+    instance_id = _parse_id(instance)
+    if start_from not in ("start", "savepoint"):
+        fail(f'invalid --from: "{start_from}" (expected start or savepoint)')
+    waiting = _Waiting(wait, completion_timeout, status_check_interval)
+    data = _read_json_file(input_file) if input_file is not None else None
+    with open_store(db) as store:
+        with guard(db, f"failed to retry instance {instance_id}: "):
+            started = time.monotonic()
+            new_id = _runtime(store).retry(
+                instance_id, data, start_from=start_from, requested_by=requested_by or _user()
+            )
+        waiting.follow(
+            store,
+            db,
+            new_id,
+            started,
+            output,
+            f"Instance {instance_id} retried (from {start_from}) as instance {new_id}",
+            {"retry_of": instance_id, "from": start_from},
+        )
 
 
 def cancel(

@@ -111,6 +111,42 @@ class Engine:
         tx.hook("workflow_started")
         self._schedule(tx, tx.definition.start, tx.instance.input)
 
+    def restart(
+        self,
+        tx: Transition,
+        retry_of: int,
+        requested_by: str,
+        kept: tuple[str, list[StepRecord]] | None = None,
+    ) -> None:
+        """A retry of instance `retry_of` starts: at the first step, or (`kept`: a savepoint and
+        the old rows up to it) right after that savepoint, the earlier steps copied as they
+        ended, keys and outputs included, since their effects are the ones the old instance
+        kept and now belong to this one."""
+        tx.set_instance(InstanceStatus.RUNNING)
+        details: dict[str, JSON] = {"retry_of": retry_of, "requested_by": requested_by}
+        if kept is not None:
+            details.update({"from": "savepoint", "savepoint": kept[0]})
+        tx.event("workflow_started", workflow_id=tx.instance.workflow_id, **details)
+        tx.hook("workflow_started")
+        if kept is None:
+            self._schedule(tx, tx.definition.start, tx.instance.input)
+            return
+        *before, savepoint = kept[1]
+        for old in before:
+            row = tx.create_step(old.step_name, old.input, old.status)
+            tx.update_step(
+                row,
+                output=old.output,
+                error=old.error,
+                retry_count=old.retry_count,
+                idempotency_key=old.idempotency_key,
+                started_at=old.started_at,
+                completed_at=old.completed_at,
+            )
+        row = tx.create_step(savepoint.step_name, savepoint.input)
+        tx.update_step(row, idempotency_key=savepoint.idempotency_key)
+        self._complete(tx, row, savepoint.output)
+
     # -- claim ------------------------------------------------------------------------------
 
     def claim(

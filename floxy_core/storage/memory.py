@@ -143,7 +143,12 @@ class MemoryStore:
     # -- transactions -----------------------------------------------------------------------
 
     def create_instance(
-        self, workflow_id: str, data: JSON, now: float, decide: Callable[[Transition], None]
+        self,
+        workflow_id: str,
+        data: JSON,
+        now: float,
+        decide: Callable[[Transition], None],
+        retry_of: int | None = None,
     ) -> tuple[int, list[HookCall]]:
         with self._lock:
             definition = self.get_definition(workflow_id)
@@ -154,6 +159,7 @@ class MemoryStore:
                 input=data,
                 created_at=now,
                 updated_at=now,
+                retry_of=retry_of,
             )
             state = InstanceState(definition=definition, instance=instance)
             tx = _Journaled(state, now, self._rng)
@@ -323,6 +329,10 @@ class MemoryStore:
     def get_instance(self, instance_id: int) -> Instance:
         with self._lock:
             return copy.copy(self._state(instance_id).instance)
+
+    def retries_of(self, instance_id: int) -> list[int]:
+        with self._lock:
+            return sorted(i for i, s in self._states.items() if s.instance.retry_of == instance_id)
 
     def get_steps(self, instance_id: int, *statuses: StepStatus) -> list[StepRecord]:
         """Every row in creation order, or only the rows in `statuses` (by id)."""

@@ -19,9 +19,10 @@ ORDER BY version DESC LIMIT 1;
 SELECT id, name, version, created_at FROM workflows.workflow_definitions ORDER BY name, version DESC;
 
 -- name: insert_instance
-INSERT INTO workflows.workflow_instances (workflow_id, status, input, created_at, updated_at)
+INSERT INTO workflows.workflow_instances (workflow_id, status, input, created_at, updated_at,
+                                         retry_of)
 VALUES (%(workflow_id)s, 'pending', %(input)s, coalesce(%(now)s::timestamptz, clock_timestamp()),
-        coalesce(%(now)s::timestamptz, clock_timestamp()))
+        coalesce(%(now)s::timestamptz, clock_timestamp()), %(retry_of)s)
 RETURNING id, created_at;
 
 -- name: lock_load
@@ -83,12 +84,12 @@ FROM workflows.workflow_queue WHERE attempted_at IS NULL;
 
 -- name: get_instance
 SELECT id, workflow_id, status, input, output, error, created_at, updated_at, started_at,
-       completed_at
+       completed_at, retry_of
 FROM workflows.workflow_instances WHERE id = %(id)s;
 
 -- name: list_instances
 SELECT id, workflow_id, status, input, output, error, created_at, updated_at, started_at,
-       completed_at
+       completed_at, retry_of
 FROM workflows.workflow_instances
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(workflow_id)s::text IS NULL OR workflow_id = %(workflow_id)s)
@@ -131,3 +132,6 @@ SELECT workflows.floxy_steps(%(id)s, %(created)s, %(now)s, %(names)s::text[]);
 -- name: abort_counts
 -- migrations_pro/008: aborts per workflow since the install, whoever aborted (floxyd's metrics).
 SELECT workflow_id, aborted FROM workflows.workflow_abort_counts ORDER BY workflow_id;
+
+-- name: retries_of
+SELECT id FROM workflows.workflow_instances WHERE retry_of = %(id)s ORDER BY id;

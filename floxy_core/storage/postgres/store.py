@@ -364,7 +364,12 @@ class PostgresStore:
             yield _Unit(conn)
 
     def create_instance(
-        self, workflow_id: str, data: JSON, now: float, decide: Callable[[Transition], None]
+        self,
+        workflow_id: str,
+        data: JSON,
+        now: float,
+        decide: Callable[[Transition], None],
+        retry_of: int | None = None,
     ) -> tuple[int, list[HookCall]]:
         definition = self.get_definition(workflow_id)
 
@@ -372,7 +377,12 @@ class PostgresStore:
             with self._unit() as unit:
                 row = unit.begin(
                     q("insert_instance"),
-                    {"workflow_id": definition.id, "input": _json(data), "now": self._now(now)},
+                    {
+                        "workflow_id": definition.id,
+                        "input": _json(data),
+                        "now": self._now(now),
+                        "retry_of": retry_of,
+                    },
                 )
                 assert row is not None
                 created = row[1]
@@ -384,6 +394,7 @@ class PostgresStore:
                     input=data,
                     created_at=at,
                     updated_at=at,
+                    retry_of=retry_of,
                 )
                 state = InstanceState(definition=definition, instance=instance)
                 tx = Transition(state, at, self._rng)
@@ -799,6 +810,7 @@ class PostgresStore:
             updated_at=row[7].timestamp(),
             started_at=_epoch(row[8]),
             completed_at=_epoch(row[9]),
+            retry_of=row[10],
         )
 
     def get_instance(self, instance_id: int) -> Instance:
@@ -807,6 +819,11 @@ class PostgresStore:
         if row is None:
             raise NotFoundError(f"instance {instance_id} not found")
         return self._instance(row)
+
+    def retries_of(self, instance_id: int) -> list[int]:
+        with self._conn() as conn:
+            rows = conn.execute(q("retries_of"), {"id": instance_id}).fetchall()
+        return [int(r[0]) for r in rows]
 
     def list_instances(
         self, *, status: str | None = None, workflow_id: str | None = None, limit: int = 50
