@@ -19,8 +19,10 @@ def instance_report(
     steps: list[StepRecord],
     events: list[Event],
     dlq: list[DLQRecord],
+    retried_as: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Stable shape documented in DECISIONS.md; steps in order of creation."""
+    """Stable shape documented in DECISIONS.md; steps in order of creation. `retried_as`: the
+    instances that retry this one (a store read, so the caller brings it)."""
     return {
         "instance_id": instance.id,
         "workflow_id": instance.workflow_id,
@@ -55,4 +57,6 @@ def instance_report(
         "dlq": [
             {"id": d.id, "step": d.step_name, "error": d.error, "reason": d.reason} for d in dlq
         ],
+        "retry_of": instance.retry_of,
+        "retried_as": list(retried_as or []),
     }

@@ -179,9 +179,7 @@ def _report(
         note = _pause_note(instance, steps, dlq)
     retried_as = store.retries_of(instance_id)
     if json_output:
-        document = instance_report(instance, steps, events, dlq)
-        document.update(retry_of=instance.retry_of, retried_as=retried_as)
-        render.print_json(document)
+        render.print_json(instance_report(instance, steps, events, dlq, retried_as))
         if note:
             print(note, file=sys.stderr)
         return
