@@ -11,11 +11,11 @@ formatted into a string by us, and every message that leaves this module goes th
 `floxy_core.secrets.redact` (passwords masked where a URL or conninfo holds them, not by
 searching for their text), because error text ends up in logs and CI output.
 
-Read commands (`with_db(..., read=True)`) never change the schema: they check it and, when it is
-missing or older than this floxyctl, exit `exits.SCHEMA` with one line saying to run
-`floxyctl migrate`, so a role that may only read can use them. Write commands apply pending
-migrations first, as floxyd does at start-up; with nothing pending that takes no DDL and no
-rights beyond reading the version table.
+No command but `floxyctl migrate` changes the schema (DECISIONS.md: only `migrate`, and floxyd
+at start, apply migrations): the others check it and, when it is missing or older than this
+floxyctl, exit `exits.SCHEMA` with one line saying to run `floxyctl migrate`. So a role that may
+only read, or only write rows, can use them, and an upgrade never happens as a side effect of a
+`status`.
 
 psycopg and floxy_core.storage are imported inside functions so that `floxyctl run` stays fast.
 """
@@ -64,11 +64,11 @@ _EXITS = (
     "current state refuses, or a database that is not configured, unreachable or refuses the "
     "login or the privilege"
 )
-DB_EPILOG = f"{_CONNECTION} Pending migrations are applied first. {_EXITS}."
-READ_EPILOG = (
-    f"{_CONNECTION} Never changes the schema. {_EXITS} · 6 the schema is missing or older than "
-    "floxyctl (run floxyctl migrate)."
+DB_EPILOG = (
+    f"{_CONNECTION} Never changes the schema (floxyctl migrate does). {_EXITS} · 6 the schema "
+    "is missing or older than floxyctl (run floxyctl migrate)."
 )
+MIGRATE_EPILOG = f"{_CONNECTION} {_EXITS}."
 PRIVILEGE_HINT = "this role lacks the privilege (database roles: docs/floxyd.md#database-roles)"
 
 
@@ -79,8 +79,6 @@ class DbSettings:
     conninfo: str
     where: str
     """`host:port/dbname` for messages; never contains the password."""
-    read: bool = False
-    """A read command's settings: `open_store` checks the schema instead of migrating it."""
 
     def scrub(self, text: str) -> str:
         """`text` on one line, with any password in a URL or conninfo masked."""
@@ -127,7 +125,6 @@ def resolve(
     user: str | None,
     database: str | None,
     prompt: bool,
-    read: bool = False,
 ) -> DbSettings:
     """Turn the connection options into one conninfo; exits 2 when nothing usable is set.
 
@@ -180,7 +177,7 @@ def resolve(
     shown_port = parts.get("port") or _libpq_env("PGPORT") or 5432
     shown_db = parts.get("dbname") or _libpq_env("PGDATABASE") or parts.get("user") or ""
     shown_db = shown_db or _libpq_env("PGUSER") or ""  # libpq's default database: the user's
-    return DbSettings(conninfo=conninfo, where=f"{shown_host}:{shown_port}/{shown_db}", read=read)
+    return DbSettings(conninfo=conninfo, where=f"{shown_host}:{shown_port}/{shown_db}")
 
 
 # -- the connection options, added to every database command --------------------------------
@@ -255,12 +252,11 @@ _OPTIONS: list[inspect.Parameter] = [
 ]
 
 
-def with_db(func: F, *, read: bool = False) -> F:
+def with_db(func: F) -> F:
     """Give a command the connection options; it receives the resolved `db: DbSettings`.
 
     Typer reads the command's signature, so the wrapper advertises the command's own
     parameters plus the shared connection options instead of repeating them per command.
-    `read=True` marks a command that only reads: its store never migrates (see `open_store`).
     """
     signature = inspect.signature(func, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "db"]
@@ -274,7 +270,6 @@ def with_db(func: F, *, read: bool = False) -> F:
             user=kwargs.pop("db_user"),
             database=kwargs.pop("db_database"),
             prompt=kwargs.pop("db_password"),
-            read=read,
         )
         return func(db=db, **kwargs)
 
@@ -314,19 +309,8 @@ def connect(db: DbSettings) -> psycopg.Connection[Any]:
         fail(db.scrub(f"cannot connect to the database at {db.where}: {exc}"))
 
 
-def apply_migrations(db: DbSettings, conn: psycopg.Connection[Any]) -> int:
-    """Apply pending migrations; say so on stderr only when something was applied."""
-    from floxy_core.storage.postgres.migrations import migrate
-
-    with guard(db, "migrations: "):
-        applied = migrate(conn)
-    if applied:
-        print(f"[floxy] migrations: applied {len(applied)}", file=sys.stderr)
-    return len(applied)
-
-
 def check_schema(db: DbSettings, conn: psycopg.Connection[Any]) -> None:
-    """A read's check: exit `exits.SCHEMA` unless every migration is applied (changes nothing)."""
+    """Exit `exits.SCHEMA` unless every migration is applied (changes nothing)."""
     from floxy_core.storage.postgres.migrations import available, pending
 
     with guard(db):
@@ -345,18 +329,14 @@ def check_schema(db: DbSettings, conn: psycopg.Connection[Any]) -> None:
 
 @contextlib.contextmanager
 def open_store(db: DbSettings) -> Iterator[PostgresStore]:
-    """Connect, migrate (a read: check the schema), and hand out a small-pool store; closes it
-    on the way out."""
+    """Connect, check the schema, and hand out a small-pool store; closes it on the way out."""
     from floxy_core.storage.postgres import PostgresStore
 
     # Our own checks report connection problems as one line; the pool's retry warnings would
     # only repeat them (and Python's last-resort handler prints them unformatted).
     logging.getLogger("psycopg").setLevel(logging.ERROR)
     with connect(db) as conn:
-        if db.read:
-            check_schema(db, conn)
-        else:
-            apply_migrations(db, conn)
+        check_schema(db, conn)
     with guard(db):
         store = PostgresStore(db.conninfo, min_size=1, max_size=2, connect_timeout=10.0)
     try:

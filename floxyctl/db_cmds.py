@@ -1,8 +1,7 @@
 """Database-mode commands: register, start, cancel, abort, inspect, status, dlq, decide, migrate,
 workflows. They act on a shared PostgreSQL store; floxyd (or any Runtime) runs the steps.
 
-Every command resolves its connection through `floxyctl.db`; writes apply pending migrations,
-reads (marked `read=True` in `register`, and `migrate --dry-run/--status`) never change the
+Every command resolves its connection through `floxyctl.db`; none but `migrate` changes the
 schema; every command turns floxy and psycopg errors into one `floxyctl: error: ...` line with
 exit 2. Heavy imports stay inside the functions so that `floxyctl run` does not pay for them.
 """
@@ -22,7 +21,7 @@ import typer
 from floxyctl import exits
 from floxyctl.app import FileOpt, InputOpt, OutputOpt
 from floxyctl.common import fail, plugins, print_warnings, refuse
-from floxyctl.db import DB_EPILOG, READ_EPILOG, DbSettings, connect, guard, open_store, with_db
+from floxyctl.db import DB_EPILOG, MIGRATE_EPILOG, DbSettings, connect, guard, open_store, with_db
 from floxyctl.options import OutputFormat
 
 if TYPE_CHECKING:
@@ -42,27 +41,26 @@ def register(app: typer.Typer) -> None:
     """Add the database commands to `app`."""
     commands: list[tuple[str, Callable[..., None], str]] = [
         ("register", register_cmd, DB_EPILOG),
-        ("workflows", workflows, READ_EPILOG),
+        ("workflows", workflows, DB_EPILOG),
         ("start", start, START_EPILOG),
         ("cancel", cancel, DB_EPILOG),
         ("abort", abort, DB_EPILOG),
         ("retry", retry, START_EPILOG),
         ("decide", decide, DB_EPILOG),
-        ("inspect", inspect, READ_EPILOG),
-        ("list", status, READ_EPILOG),
-        ("status", status, READ_EPILOG),
-        ("migrate", migrate, DB_EPILOG),
+        ("inspect", inspect, DB_EPILOG),
+        ("list", status, DB_EPILOG),
+        ("status", status, DB_EPILOG),
+        ("migrate", migrate, MIGRATE_EPILOG),
     ]
     for name, command, epilog in commands:
-        read = epilog is READ_EPILOG  # reads never migrate (floxyctl.db.open_store)
-        app.command(name, epilog=epilog)(with_db(command, read=read))
+        app.command(name, epilog=epilog)(with_db(command))
     dlq = typer.Typer(
         help="List dead-letter records and requeue them.",
         no_args_is_help=True,
         rich_markup_mode=None,
     )
-    dlq.command("list", epilog=READ_EPILOG)(with_db(dlq_list, read=True))
-    dlq.command("show", epilog=READ_EPILOG)(with_db(dlq_show, read=True))
+    dlq.command("list", epilog=DB_EPILOG)(with_db(dlq_list))
+    dlq.command("show", epilog=DB_EPILOG)(with_db(dlq_show))
     dlq.command("requeue", epilog=DB_EPILOG)(with_db(dlq_requeue))
     dlq.command("delete", epilog=DB_EPILOG)(with_db(dlq_delete))
     app.add_typer(dlq, name="dlq")
@@ -768,7 +766,7 @@ def migrate(
     *,
     db: DbSettings,
 ) -> None:
-    """Apply pending schema migrations (write commands do this first; reads never do).
+    """Apply pending schema migrations (the only command that changes the schema).
 
     Example: floxyctl migrate --status
     """

@@ -531,11 +531,13 @@ def test_migrate_status_and_fresh_database(db: str, pg_cluster: Cluster, tmp_pat
         assert "pending" in ok("migrate", "--status", dsn=fresh)  # dry run changed nothing
         gate = tmp_path / "gate.yaml"
         gate.write_text("flows:\n  - name: gate\n    steps:\n      - {type: human, name: ok}\n")
-        result = floxyctl("register", "-f", str(gate), dsn=fresh)  # a write migrates first
-        assert result.returncode == 0, result.stderr
-        assert result.stderr.strip() == f"[floxy] migrations: applied {len(pending)}"
-        assert "[floxy]" not in result.stdout
-        assert floxyctl("register", "-f", str(gate), dsn=fresh).stderr == ""  # applied once
+        # No command but migrate changes the schema: a write says to migrate, and does not.
+        refused = floxyctl("register", "-f", str(gate), dsn=fresh)
+        assert refused.returncode == 6, refused.stderr
+        assert refused.stderr.strip().endswith(": run `floxyctl migrate`")
+        assert "pending" in ok("migrate", "--status", dsn=fresh)
+        assert len(ok("migrate", dsn=fresh).splitlines()) == len(pending)
+        assert floxyctl("register", "-f", str(gate), dsn=fresh).returncode == 0
     finally:
         pg_cluster.drop_database(fresh)
 

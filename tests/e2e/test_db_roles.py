@@ -174,9 +174,10 @@ def test_the_documented_roles_migrate_work_and_read(
     flows = tmp_path / "parcel.yaml"
     flows.write_text(ROLE_FLOWS)
 
-    # Before the owner migrates, the reads say so; the worker cannot migrate.
+    # Before the owner migrates, reads and writes say so (neither migrates); the worker cannot.
     schema_error(floxyctl("status", dsn=reader))
-    refused = floxyctl("register", "-f", str(flows), dsn=worker)
+    schema_error(floxyctl("register", "-f", str(flows), dsn=worker))
+    refused = floxyctl("migrate", dsn=worker)
     assert refused.returncode == 2 and "permission denied" in refused.stderr, refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
 
