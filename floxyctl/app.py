@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from floxyctl import exits
-from floxyctl.common import guard_command, plugins, run_command, set_no_plugins
+from floxyctl.common import fail, guard_command, plugins, run_command, set_no_plugins, usage_error
 from floxyctl.options import NO_PLUGINS_ENV, OPTIONS, RUN_DEFAULTS, OutputFormat
 
 app = typer.Typer(
@@ -167,7 +168,48 @@ def _guard_all(typer_app: typer.Typer) -> None:
             _guard_all(group.typer_instance)
 
 
+def _parse_and_run() -> None:
+    """The command line through typer, except that a usage mistake is the one line every
+    floxyctl error is (click would print a four-line block), naming the help to read."""
+    try:
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `floxyctl dlq`: the help itself, as click gives it
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx else _command_path(sys.argv[1:])
+        usage_error(_one_line(exc.format_message()), path)
+    except ClickException as exc:
+        fail(_one_line(exc.format_message()), exc.exit_code)
+    except typer.Abort:
+        fail("aborted", exits.FAILED)
+    raise SystemExit(code if isinstance(code, int) else exits.OK)
+
+
+def _command_path(argv: list[str]) -> str:
+    """`floxyctl` and the (sub)command names that start `argv`, for the few errors click raises
+    without a context (`run -f` with no value)."""
+    words = ["floxyctl"]
+    command: Any = typer.main.get_command(app)
+    for token in argv:
+        if token.startswith("-"):
+            continue
+        command = getattr(command, "commands", {}).get(token)
+        if command is None:
+            break
+        words.append(token)
+    return " ".join(words)
+
+
+def _one_line(message: str) -> str:
+    """Click's message in floxyctl's voice: one line, lower case first, no closing period."""
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    return text.removesuffix(".")
+
+
 def main() -> None:
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     _register_commands(command)
-    run_command(app, skip_teardown=command == "run")
+    run_command(_parse_and_run, skip_teardown=command == "run")

@@ -18,6 +18,11 @@ def fail(message: str, code: int = exits.USAGE) -> NoReturn:
     raise SystemExit(code)
 
 
+def usage_error(message: str, command_path: str = "floxyctl") -> NoReturn:
+    """A command line floxyctl cannot take: the one error line, naming the help to read."""
+    fail(f"{message} (see {command_path} --help)")
+
+
 def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 

@@ -1,18 +1,36 @@
-"""What users of kubectl-style CLIs type first: `-h` and `--version` (issue 16 item 5)."""
+"""What users of kubectl-style CLIs type first (issue 16 item 5): `-h`, `--version`, and a
+mistake on the command line answered with one line, as every other floxyctl error is."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from floxy_core import __version__
 from tests.e2e.conftest import floxyctl_exe
 
+FLOW = """
+handlers:
+  - {name: a, exec: "echo '{\\"ok\\": true}'"}
+flows:
+  - name: fast
+    steps: [a]
+"""
 
-def _floxyctl(*args: str) -> subprocess.CompletedProcess[str]:
+
+def _floxyctl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*floxyctl_exe(), *args], capture_output=True, text=True, timeout=60, check=False
+        [*floxyctl_exe(), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "NO_COLOR": "1", "FLOXY_NO_PLUGINS": "1"},
     )
 
 
@@ -28,3 +46,56 @@ def test_dash_h_is_help_everywhere(command: list[str]) -> None:
     assert short.returncode == 0, short.stderr
     assert short.stdout.startswith("Usage: floxyctl")
     assert short.stdout == long.stdout
+
+
+USAGE_MISTAKES = [
+    (["run", "-f", "wf.yaml", "--bogus"], "no such option: --bogus", "floxyctl run"),
+    (["run"], "missing", "floxyctl run"),
+    (["run", "-f"], "option '-f' requires an argument", "floxyctl run"),
+    (["run", "-f", "wf.yaml", "-w", "abc"], "'abc' is not a valid int", "floxyctl run"),
+    (["run", "-f", "wf.yaml", "--output", "xml"], "'xml' is not one of", "floxyctl run"),
+    (["bogus"], "no such command 'bogus'", "floxyctl"),
+    (["--bogus"], "no such option: --bogus", "floxyctl"),
+    (["inspect"], "missing argument 'ID'", "floxyctl inspect"),
+    (["dlq", "list", "--nope"], "no such option: --nope", "floxyctl dlq list"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "says", "command"), USAGE_MISTAKES, ids=[" ".join(m[0]) for m in USAGE_MISTAKES]
+)
+def test_a_usage_mistake_is_one_line_naming_the_help_to_read(
+    args: list[str], says: str, command: str, tmp_path: Path
+) -> None:
+    (tmp_path / "wf.yaml").write_text(FLOW)
+    done = _floxyctl(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("floxyctl: error: ")
+    assert says in lines[0]
+    assert lines[0].endswith(f" (see {command} --help)")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--bogus"],
+        ["-f", "wf.yaml", "-w", "abc"],
+        ["-f", "wf.yaml", "extra"],
+        ["-f", "wf.yaml", "--output", "JSON"],
+    ],
+    ids=" ".join,
+)
+def test_fast_path_and_typer_refuse_alike(args: list[str], tmp_path: Path) -> None:
+    (tmp_path / "wf.yaml").write_text(FLOW)
+    fast = _floxyctl("run", *args, cwd=tmp_path)
+    slow = _floxyctl("--no-plugins", "run", *args, cwd=tmp_path)
+    assert (fast.returncode, fast.stdout, fast.stderr) == (
+        slow.returncode,
+        slow.stdout,
+        slow.stderr,
+    )
+    assert fast.returncode == 2
+    assert fast.stderr.count("\n") == 1
