@@ -10,7 +10,15 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from floxyctl import exits
-from floxyctl.common import fail, guard_command, plugins, run_command, set_no_plugins, usage_error
+from floxyctl.common import (
+    fail,
+    given_once,
+    guard_command,
+    plugins,
+    run_command,
+    set_no_plugins,
+    usage_error,
+)
 from floxyctl.options import NO_PLUGINS_ENV, OPTIONS, RUN_DEFAULTS, OutputFormat
 
 app = typer.Typer(
@@ -36,13 +44,29 @@ def _version(value: bool) -> None:
 def option(name: str, **extra: Any) -> Any:
     """The typer option for `name` in the shared table (see floxyctl.options)."""
     spec = OPTIONS[name]
-    return typer.Option(
-        *spec.flags, help=spec.help, envvar=spec.envvar, metavar=spec.metavar, **extra
-    )
+    settings = {"help": spec.help, "envvar": spec.envvar, "metavar": spec.metavar, **extra}
+    return typer.Option(*spec.flags, **settings)
 
 
 FileOpt = Annotated[Path, option("file", exists=False, dir_okay=True, show_default=False)]
-InputOpt = Annotated[Path | None, option("input_file", show_default=False)]
+InputOpt = Annotated[
+    Path | None,
+    option(
+        "input_source",
+        help="JSON input file. Default: stdin when it is not a terminal, else {}.",
+        metavar=None,
+        show_default=False,
+    ),
+]
+"""`-f FILE` and `-i FILE` of the database commands; `run` also takes FILE, `-i -` and JSON."""
+RunFileOpt = Annotated[
+    Path | None, option("file", help="Workflow YAML file (or give it as FILE).", show_default=False)
+]
+RunFileArg = Annotated[
+    Path | None,
+    typer.Argument(metavar="FILE", help="Workflow YAML file (or -f FILE).", show_default=False),
+]
+RunInputOpt = Annotated[str | None, option("input_source", show_default=False)]
 OutputOpt = Annotated[OutputFormat, option("output")]
 
 
@@ -104,8 +128,9 @@ def version() -> None:
 
 
 def run(
-    file: FileOpt,
-    input_file: InputOpt = RUN_DEFAULTS["input_file"],
+    workflow_file: RunFileArg = None,
+    file: RunFileOpt = None,
+    input_source: RunInputOpt = RUN_DEFAULTS["input_source"],
     flow: Annotated[str | None, option("flow")] = RUN_DEFAULTS["flow"],
     workers: Annotated[int, option("workers")] = RUN_DEFAULTS["workers"],
     worker_interval: Annotated[str, option("worker_interval")] = RUN_DEFAULTS["worker_interval"],
@@ -121,7 +146,7 @@ def run(
 ) -> None:
     """Run one workflow to completion on an in-memory store (no database needed).
 
-    Example: floxyctl run -f examples/yaml/hello.yaml -i input.json
+    Example: floxyctl run examples/yaml/hello.yaml -i '{"name": "Ada"}'
 
     Ctrl-C once cancels the instance (compensations run); twice aborts it.
     """
@@ -129,8 +154,15 @@ def run(
 
     raise SystemExit(
         execute(
-            file=file,
-            input_file=input_file,
+            file=given_once(
+                workflow_file,
+                file,
+                what="workflow file",
+                metavar="FILE",
+                flag="-f",
+                command="floxyctl run",
+            ),
+            input_source=input_source,
             flow=flow,
             workers=workers,
             worker_interval=worker_interval,

@@ -99,3 +99,106 @@ def test_fast_path_and_typer_refuse_alike(args: list[str], tmp_path: Path) -> No
     )
     assert fast.returncode == 2
     assert fast.stderr.count("\n") == 1
+
+
+ECHO = """
+handlers:
+  - name: echo
+    exec: |
+      echo "$INPUT"
+flows:
+  - name: echo
+    steps: [echo]
+"""
+
+
+def _run_json(
+    *args: str, cwd: Path, stdin: str | None = None, fast: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`floxyctl run ARGS --output json` on the fast path, or through typer."""
+    head = ["run"] if fast else ["--no-plugins", "run"]
+    return subprocess.run(
+        [*floxyctl_exe(), *head, *args, "--output", "json"],
+        cwd=cwd,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "NO_COLOR": "1", "FLOXY_NO_PLUGINS": "1"},
+    )
+
+
+def _output(done: subprocess.CompletedProcess[str]) -> object:
+    import json
+
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["output"]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "typer"])
+def test_run_takes_the_workflow_file_positionally_or_with_f(fast: bool, tmp_path: Path) -> None:
+    (tmp_path / "echo.yaml").write_text(ECHO)
+    (tmp_path / "in.json").write_text('{"via": "file"}')
+    assert _output(_run_json("echo.yaml", "-i", "in.json", cwd=tmp_path, fast=fast)) == {
+        "via": "file"
+    }
+    assert _output(_run_json("-i", "in.json", "echo.yaml", cwd=tmp_path, fast=fast)) == {
+        "via": "file"
+    }
+    assert _output(_run_json("-f", "echo.yaml", "-i", "in.json", cwd=tmp_path, fast=fast)) == {
+        "via": "file"
+    }
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "typer"])
+def test_run_input_from_stdin_with_dash_or_inline(fast: bool, tmp_path: Path) -> None:
+    (tmp_path / "echo.yaml").write_text(ECHO)
+    piped = _run_json("echo.yaml", "-i", "-", cwd=tmp_path, stdin='{"via": "stdin"}', fast=fast)
+    assert _output(piped) == {"via": "stdin"}
+    inline = _run_json("echo.yaml", "-i", '{"a":1}', cwd=tmp_path, fast=fast)
+    assert _output(inline) == {"a": 1}
+    # inline JSON wins over stdin, as a file does
+    both = _run_json("echo.yaml", "--input=[1, 2]", cwd=tmp_path, stdin="{}", fast=fast)
+    assert _output(both) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "says"),
+    [
+        (["-i", '{"a":1,}'], None, "inline input (-i) is not valid JSON: "),
+        (["-i", "-"], '{\n "a": tru\n}', "stdin is not valid JSON: "),
+        (["-i", "bad.json"], None, "bad.json is not valid JSON: "),
+    ],
+    ids=["inline", "stdin", "file"],
+)
+def test_bad_input_json_is_one_line_with_the_position(
+    args: list[str], stdin: str | None, says: str, tmp_path: Path
+) -> None:
+    (tmp_path / "echo.yaml").write_text(ECHO)
+    (tmp_path / "bad.json").write_text("[1,\n 2,,\n]")
+    done = _run_json("echo.yaml", *args, cwd=tmp_path, stdin=stdin)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"floxyctl: error: {says}")
+    assert " at line " in lines[0] and " column " in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "missing the workflow file"),
+        (["echo.yaml", "-f", "echo.yaml"], "the workflow file is given twice"),
+        (["echo.yaml", "other.yaml"], "got unexpected extra argument(s) (other.yaml)"),
+    ],
+    ids=["none", "twice", "two-files"],
+)
+def test_run_wants_exactly_one_workflow_file(args: list[str], says: str, tmp_path: Path) -> None:
+    (tmp_path / "echo.yaml").write_text(ECHO)
+    done = _floxyctl("run", *args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"floxyctl: error: {says}")
+    assert done.stderr.endswith(" (see floxyctl run --help)\n")
