@@ -202,3 +202,66 @@ def test_run_wants_exactly_one_workflow_file(args: list[str], says: str, tmp_pat
     assert done.returncode == 2
     assert done.stderr.startswith(f"floxyctl: error: {says}")
     assert done.stderr.endswith(" (see floxyctl run --help)\n")
+
+
+APPROVAL = """
+handlers:
+  - {name: pack, exec: "echo '{}'"}
+flows:
+  - name: approval
+    steps:
+      - {type: human, name: approve}
+      - pack
+"""
+
+
+def _db_ctl(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOXY_", "PG"))}
+    return subprocess.run(
+        [*floxyctl_exe(), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env={**env, "NO_COLOR": "1", "FLOXY_NO_PLUGINS": "1", "FLOXY_DSN": dsn},
+    )
+
+
+@pytest.mark.parametrize("command", ["cancel", "abort"])
+def test_cancel_and_abort_take_the_id_as_an_argument_like_inspect(command: str) -> None:
+    # The id is read before any connection: no database is needed to see it was taken.
+    closed = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"
+    for args in (["12x"], ["-o", "12x"], ["--instance=12x"]):
+        done = _db_ctl(command, *args, dsn=closed)
+        assert done.returncode == 2
+        assert done.stderr == 'floxyctl: error: invalid instance ID: "12x"\n'
+    for args, says in (
+        (["5", "-o", "5"], "the instance ID is given twice, as ID and with -o"),
+        ([], f"missing the instance ID: floxyctl {command} ID (or -o ID)"),
+    ):
+        done = _db_ctl(command, *args, dsn=closed)
+        assert done.returncode == 2
+        assert done.stderr == f"floxyctl: error: {says} (see floxyctl {command} --help)\n"
+
+
+def test_cancel_and_abort_by_positional_id(pg_dsn: str, tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "approval.yaml").write_text(APPROVAL)
+    registered = _db_ctl("register", "-f", str(tmp_path / "approval.yaml"), dsn=pg_dsn)
+    assert registered.returncode == 0, registered.stderr
+    ids = []
+    for _ in range(2):
+        started = _db_ctl("start", "-o", "approval-v1", "--output", "json", dsn=pg_dsn)
+        assert started.returncode == 0, started.stderr
+        ids.append(json.loads(started.stdout)["instance_id"])
+    for command, instance_id, status in (
+        ("cancel", ids[0], "cancelled"),
+        ("abort", ids[1], "aborted"),
+    ):
+        done = _db_ctl(command, str(instance_id), "--output", "json", dsn=pg_dsn)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["status"] == status
+        shown = _db_ctl("inspect", str(instance_id), "--output", "json", dsn=pg_dsn)
+        assert json.loads(shown.stdout)["status"] == status
