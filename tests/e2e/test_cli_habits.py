@@ -3,6 +3,7 @@ mistake on the command line answered with one line, as every other floxyctl erro
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -131,8 +132,6 @@ def _run_json(
 
 
 def _output(done: subprocess.CompletedProcess[str]) -> object:
-    import json
-
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)["output"]
 
@@ -246,8 +245,6 @@ def test_cancel_and_abort_take_the_id_as_an_argument_like_inspect(command: str) 
 
 
 def test_cancel_and_abort_by_positional_id(pg_dsn: str, tmp_path: Path) -> None:
-    import json
-
     (tmp_path / "approval.yaml").write_text(APPROVAL)
     registered = _db_ctl("register", "-f", str(tmp_path / "approval.yaml"), dsn=pg_dsn)
     assert registered.returncode == 0, registered.stderr
