@@ -7,9 +7,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from floxyctl import exits
-from floxyctl.common import guard_command, plugins, run_command, set_no_plugins
+from floxyctl.common import (
+    fail,
+    given_once,
+    guard_command,
+    plugins,
+    run_command,
+    set_no_plugins,
+    usage_error,
+)
 from floxyctl.options import NO_PLUGINS_ENV, OPTIONS, RUN_DEFAULTS, OutputFormat
 
 app = typer.Typer(
@@ -35,13 +44,29 @@ def _version(value: bool) -> None:
 def option(name: str, **extra: Any) -> Any:
     """The typer option for `name` in the shared table (see floxyctl.options)."""
     spec = OPTIONS[name]
-    return typer.Option(
-        *spec.flags, help=spec.help, envvar=spec.envvar, metavar=spec.metavar, **extra
-    )
+    settings = {"help": spec.help, "envvar": spec.envvar, "metavar": spec.metavar, **extra}
+    return typer.Option(*spec.flags, **settings)
 
 
 FileOpt = Annotated[Path, option("file", exists=False, dir_okay=True, show_default=False)]
-InputOpt = Annotated[Path | None, option("input_file", show_default=False)]
+InputOpt = Annotated[
+    Path | None,
+    option(
+        "input_source",
+        help="JSON input file. Default: stdin when it is not a terminal, else {}.",
+        metavar=None,
+        show_default=False,
+    ),
+]
+"""`-f FILE` and `-i FILE` of the database commands; `run` also takes FILE, `-i -` and JSON."""
+RunFileOpt = Annotated[
+    Path | None, option("file", help="Workflow YAML file (or give it as FILE).", show_default=False)
+]
+RunFileArg = Annotated[
+    Path | None,
+    typer.Argument(metavar="FILE", help="Workflow YAML file (or -f FILE).", show_default=False),
+]
+RunInputOpt = Annotated[str | None, option("input_source", show_default=False)]
 OutputOpt = Annotated[OutputFormat, option("output")]
 
 
@@ -103,8 +128,9 @@ def version() -> None:
 
 
 def run(
-    file: FileOpt,
-    input_file: InputOpt = RUN_DEFAULTS["input_file"],
+    workflow_file: RunFileArg = None,
+    file: RunFileOpt = None,
+    input_source: RunInputOpt = RUN_DEFAULTS["input_source"],
     flow: Annotated[str | None, option("flow")] = RUN_DEFAULTS["flow"],
     workers: Annotated[int, option("workers")] = RUN_DEFAULTS["workers"],
     worker_interval: Annotated[str, option("worker_interval")] = RUN_DEFAULTS["worker_interval"],
@@ -120,7 +146,7 @@ def run(
 ) -> None:
     """Run one workflow to completion on an in-memory store (no database needed).
 
-    Example: floxyctl run -f examples/yaml/hello.yaml -i input.json
+    Example: floxyctl run examples/yaml/hello.yaml -i '{"name": "Ada"}'
 
     Ctrl-C once cancels the instance (compensations run); twice aborts it.
     """
@@ -128,8 +154,15 @@ def run(
 
     raise SystemExit(
         execute(
-            file=file,
-            input_file=input_file,
+            file=given_once(
+                workflow_file,
+                file,
+                what="workflow file",
+                metavar="FILE",
+                flag="-f",
+                command="floxyctl run",
+            ),
+            input_source=input_source,
             flow=flow,
             workers=workers,
             worker_interval=worker_interval,
@@ -167,7 +200,48 @@ def _guard_all(typer_app: typer.Typer) -> None:
             _guard_all(group.typer_instance)
 
 
+def _parse_and_run() -> None:
+    """The command line through typer, except that a usage mistake is the one line every
+    floxyctl error is (click would print a four-line block), naming the help to read."""
+    try:
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `floxyctl dlq`: the help itself, as click gives it
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx else _command_path(sys.argv[1:])
+        usage_error(_one_line(exc.format_message()), path)
+    except ClickException as exc:
+        fail(_one_line(exc.format_message()), exc.exit_code)
+    except typer.Abort:
+        fail("aborted", exits.FAILED)
+    raise SystemExit(code if isinstance(code, int) else exits.OK)
+
+
+def _command_path(argv: list[str]) -> str:
+    """`floxyctl` and the (sub)command names that start `argv`, for the few errors click raises
+    without a context (`run -f` with no value)."""
+    words = ["floxyctl"]
+    command: Any = typer.main.get_command(app)
+    for token in argv:
+        if token.startswith("-"):
+            continue
+        command = getattr(command, "commands", {}).get(token)
+        if command is None:
+            break
+        words.append(token)
+    return " ".join(words)
+
+
+def _one_line(message: str) -> str:
+    """Click's message in floxyctl's voice: one line, lower case first, no closing period."""
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    return text.removesuffix(".")
+
+
 def main() -> None:
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     _register_commands(command)
-    run_command(app, skip_teardown=command == "run")
+    run_command(_parse_and_run, skip_teardown=command == "run")

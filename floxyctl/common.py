@@ -7,15 +7,35 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from floxyctl import exits
+
+T = TypeVar("T")
 
 
 def fail(message: str, code: int = exits.USAGE) -> NoReturn:
     """Print one clear line on stderr and exit with a documented code."""
     print(f"floxyctl: error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def usage_error(message: str, command_path: str = "floxyctl") -> NoReturn:
+    """A command line floxyctl cannot take: the one error line, naming the help to read."""
+    fail(f"{message} (see {command_path} --help)")
+
+
+def given_once(
+    argument: T | None, option: T | None, *, what: str, metavar: str, flag: str, command: str
+) -> T:
+    """A value a command takes either as its argument or with an option (`run FILE` or
+    `run -f FILE`, `cancel ID` or `cancel -o ID`): exactly one of the two."""
+    if argument is not None and option is not None:
+        usage_error(f"the {what} is given twice, as {metavar} and with {flag}", command)
+    value = argument if argument is not None else option
+    if value is None:
+        usage_error(f"missing the {what}: {command} {metavar} (or {flag} {metavar})", command)
+    return value
 
 
 def plural(count: int, word: str) -> str:

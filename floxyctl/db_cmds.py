@@ -20,7 +20,7 @@ import typer
 
 from floxyctl import exits
 from floxyctl.app import FileOpt, InputOpt, OutputOpt
-from floxyctl.common import fail, plugins, print_warnings, refuse
+from floxyctl.common import fail, given_once, plugins, print_warnings, refuse
 from floxyctl.db import DB_EPILOG, MIGRATE_EPILOG, DbSettings, connect, guard, open_store, with_db
 from floxyctl.options import OutputFormat
 
@@ -368,9 +368,18 @@ def _follow(
         time.sleep(min(every, max(0.0, deadline - time.monotonic()) + 0.01))
 
 
+InstanceArg = Annotated[
+    str | None, typer.Argument(metavar="ID", help="Instance ID (or -o ID).", show_default=False)
+]
 InstanceOpt = Annotated[
-    str,
-    typer.Option("-o", "--instance", metavar="ID", help="Instance ID.", show_default=False),
+    str | None,
+    typer.Option(
+        "-o",
+        "--instance",
+        metavar="ID",
+        help="Instance ID, as in the reference CLI.",
+        show_default=False,
+    ),
 ]
 RequestedByOpt = Annotated[
     str | None,
@@ -466,7 +475,8 @@ def retry(
 
 
 def cancel(
-    instance: InstanceOpt,
+    instance_id: InstanceArg = None,
+    instance: InstanceOpt = None,
     reason: Annotated[str, typer.Option("--reason", help="Why.")] = "Cancelled via floxyctl",
     requested_by: RequestedByOpt = None,
     output: OutputOpt = OutputFormat.text,
@@ -475,13 +485,22 @@ def cancel(
 ) -> None:
     """Cancel an instance: active steps stop, completed ones are compensated, ends cancelled.
 
-    Example: floxyctl cancel -o 42 --reason "customer changed their mind"
+    Example: floxyctl cancel 42 --reason "customer changed their mind"
     """
+    instance = given_once(
+        instance_id,
+        instance,
+        what="instance ID",
+        metavar="ID",
+        flag="-o",
+        command="floxyctl cancel",
+    )
     _stop("cancel", instance, reason, requested_by, output, db)
 
 
 def abort(
-    instance: InstanceOpt,
+    instance_id: InstanceArg = None,
+    instance: InstanceOpt = None,
     reason: Annotated[str, typer.Option("--reason", help="Why.")] = "Aborted via floxyctl",
     requested_by: RequestedByOpt = None,
     output: OutputOpt = OutputFormat.text,
@@ -490,8 +509,11 @@ def abort(
 ) -> None:
     """Abort an instance: active steps stop, nothing is compensated, ends aborted.
 
-    Example: floxyctl abort -o 42 --reason "runaway job"
+    Example: floxyctl abort 42 --reason "runaway job"
     """
+    instance = given_once(
+        instance_id, instance, what="instance ID", metavar="ID", flag="-o", command="floxyctl abort"
+    )
     _stop("abort", instance, reason, requested_by, output, db)
 
 

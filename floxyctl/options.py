@@ -36,10 +36,11 @@ class Option(NamedTuple):
 
 OPTIONS: dict[str, Option] = {
     "file": Option(("-f", "--file"), "Workflow YAML file.", kind="path"),
-    "input_file": Option(
+    "input_source": Option(
         ("-i", "--input"),
-        "JSON input file. Default: stdin when it is not a terminal, else {}.",
-        kind="path",
+        "JSON input: a file, - for stdin, or the JSON itself ({...} or [...]). "
+        "Default: stdin when it is not a terminal, else {}.",
+        metavar="FILE|-|JSON",
     ),
     "flow": Option(("--flow",), "Flow to run (name or name-vN); required if the file has several."),
     "workers": Option(
@@ -79,7 +80,7 @@ OPTIONS: dict[str, Option] = {
 }
 
 RUN_DEFAULTS: dict[str, Any] = {name: o.default for name, o in OPTIONS.items() if name != "file"}
-"""What `run` gets for an option not given (`file` is required)."""
+"""What `run` gets for an option not given (`file`, or FILE, is required)."""
 
 NO_PLUGINS_ENV = "FLOXY_NO_PLUGINS"
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
@@ -99,10 +100,18 @@ def fast_run_args(argv: Sequence[str], environ: Mapping[str, str]) -> dict[str, 
     parse (and, where it must, refuse) the command line."""
     by_flag = {flag: name for name, option in OPTIONS.items() for flag in option.flags}
     given: dict[str, Any] = {}
+    positional: Path | None = None
     args = list(argv)
     while args:
         token = args.pop(0)
         flag, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
+        if not token.startswith("-"):  # FILE: once, and not besides -f (typer refuses those)
+            if positional is not None:
+                return None
+            positional = _convert("path", token)
+            if positional is None:
+                return None
+            continue
         name = by_flag.get(flag)
         if name is None:
             return None
@@ -114,7 +123,7 @@ def fast_run_args(argv: Sequence[str], environ: Mapping[str, str]) -> dict[str, 
             continue
         if eq:
             raw = inline
-        elif args and not args[0].startswith("-"):
+        elif args and (args[0] == "-" or not args[0].startswith("-")):
             raw = args.pop(0)
         else:
             return None
@@ -125,6 +134,10 @@ def fast_run_args(argv: Sequence[str], environ: Mapping[str, str]) -> dict[str, 
             given.setdefault(name, []).append(value)
         else:
             given[name] = value
+    if positional is not None:
+        if "file" in given:
+            return None
+        given["file"] = positional
     if "file" not in given:
         return None
     for name, option in OPTIONS.items():

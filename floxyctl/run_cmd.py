@@ -22,7 +22,7 @@ from floxyctl.options import MAX_WORKERS, OutputFormat
 def execute(
     *,
     file: Path,
-    input_file: Path | None,
+    input_source: str | None,
     flow: str | None,
     workers: int,
     worker_interval: str,
@@ -49,7 +49,7 @@ def execute(
     decisions = _parse_decisions(decide or [])
     workflow, handler_specs = _load(file, flow)
     _check_decisions(decisions, workflow)
-    data = _read_input(input_file)
+    data = _run_input(input_source)
     session = _Session(
         workflow=workflow,
         handler_specs=handler_specs,
@@ -104,35 +104,51 @@ def _load(file: Path, flow: str | None) -> tuple[Any, Any]:
         fail(str(exc))
 
 
+def _run_input(source: str | None) -> Any:
+    """`run`'s input: `-i -` is stdin, a value that starts with `{` or `[` is the JSON itself,
+    any other value a file; without `-i`, stdin when it is not a terminal, else `{}`."""
+    if source == "-":
+        return _decode(sys.stdin.buffer.read(), "stdin")
+    if source is not None and source.lstrip().startswith(("{", "[")):
+        return _parse(source, "inline input (-i)")
+    return _read_input(None if source is None else Path(source))
+
+
 def _read_input(path: Path | None) -> Any:
-    """Input from `-i FILE`, else stdin when it is not a terminal, else `{}`.
+    """Input from the file `path`, else stdin when it is not a terminal, else `{}`.
 
     Strict: UTF-8 only, standard JSON only, numbers kept exact, and nothing the stores cannot
     keep (NUL characters, lone surrogates, numbers out of range, deep nesting: `values.py`). An
     empty file is an error, as in the reference; empty stdin is `{}`.
     """
-    from floxy_core import values
-    from floxy_core.errors import UnstorableValue
+    if path is None:
+        return {} if sys.stdin.isatty() else _decode(sys.stdin.buffer.read(), "stdin")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read input file {path}: {exc.strerror or exc}")
+    return _decode(raw, str(path), empty=f"input file {path} is empty (expected a JSON document)")
 
-    if path is not None:
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            fail(f"cannot read input file {path}: {exc.strerror or exc}")
-        source = str(path)
-    elif not sys.stdin.isatty():
-        raw = sys.stdin.buffer.read()
-        source = "stdin"
-    else:
-        return {}
+
+def _decode(raw: bytes, source: str, *, empty: str | None = None) -> Any:
+    """The JSON document in the bytes `raw` read from `source`. Nothing at all is `{}`, or the
+    error `empty` when one is given."""
     try:
         text = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         fail(f"{source} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")
     if not text.strip():
-        if path is not None:
-            fail(f"input file {path} is empty (expected a JSON document)")
+        if empty is not None:
+            fail(empty)
         return {}
+    return _parse(text, source)
+
+
+def _parse(text: str, source: str) -> Any:
+    """One JSON document; an error names `source` and, for bad syntax, the line and column."""
+    from floxy_core import values
+    from floxy_core.errors import UnstorableValue
+
     try:
         return values.loads(text)
     except json.JSONDecodeError as exc:

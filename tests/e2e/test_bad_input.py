@@ -460,9 +460,9 @@ CTL_CASES = [
     # usage
     Case("unknown-option", (*RUN, "--bogus"), ("--bogus",)),
     Case("unknown-command", ("nosuchcommand",), ("nosuchcommand",)),
-    Case("missing-file-option", ("run",), ("missing option", "--file")),
+    Case("missing-file-option", ("run",), ("missing the workflow file", "-f FILE")),
     Case("validate-without-file", ("validate",), ("no workflow file",)),
-    Case("missing-instance-option", ("cancel",), ("missing option", "--instance"), env=NO_DB),
+    Case("missing-instance-option", ("cancel",), ("missing the instance id", "-o ID"), env=NO_DB),
     Case("missing-argument", ("inspect",), ("missing argument",), env=NO_DB),
     Case("bad-output-format", (*RUN, "--output", "yaml"), ("--output", "yaml")),
 ]

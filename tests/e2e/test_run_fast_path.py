@@ -33,6 +33,9 @@ PLAIN = [
     ["-f", "a.yaml", "-f", "wf.yaml", "-w", "2", "-w", "9"],
     ["-f", "wf.yaml", "--decide", "h=confirm", "--decide=g=reject", "--status-check-interval=1s"],
     ["-f", "wf.yaml", "--output", "text", "--debug", "--flow=-odd-name"],
+    ["wf.yaml"],
+    ["-w", "2", "wf.yaml", "-i", "-"],
+    ["wf.yaml", "--input", '{"a": [1, 2]}', "--flow", "-"],
 ]
 
 
@@ -84,6 +87,9 @@ def test_fast_path_means_what_typer_means(
         (["-f"], {}),
         (["-fwf.yaml"], {}),
         (["-f", "wf.yaml", "extra"], {}),
+        (["wf.yaml", "-f", "wf.yaml"], {}),
+        (["wf.yaml", "other.yaml"], {}),
+        ([" wf.yaml"], {}),
         (["-f", "wf.yaml", "--nope"], {}),
         (["-f", "wf.yaml", "-w", "x"], {}),
         (["-f", "wf.yaml", "-w", "-1"], {}),
