@@ -463,10 +463,31 @@ def inspect(
         _report(store, instance_id, output is OutputFormat.json, None)
 
 
+WAITING = "waiting"
+"""How `status` shows a running instance whose human step waits for a decision."""
+
+
+def _status_filter(text: str | None) -> str | None:
+    """`--status` in any case: an instance status, or `waiting`."""
+    from floxy_core.status import InstanceStatus
+
+    if text is None:
+        return None
+    known = [s.value for s in InstanceStatus] + [WAITING]
+    wanted = text.strip().lower()
+    if wanted not in known:
+        fail(f"--status: unknown status {text!r} (one of: {', '.join(known)})")
+    return wanted
+
+
 def status(
     state: Annotated[
         str | None,
-        typer.Option("--status", help="Only instances in this status (e.g. running, dlq)."),
+        typer.Option(
+            "--status",
+            help="Only instances in this status, any case (e.g. running, failed, dlq); "
+            "waiting: running and waiting for a human decision.",
+        ),
     ] = None,
     workflow: Annotated[
         str | None,
@@ -479,40 +500,33 @@ def status(
 ) -> None:
     """List recent instances (newest first) and the counts of all instances by status.
 
-    Example: floxyctl status --status running --workflow order
+    An instance waiting for a human decision is listed as `waiting` (its stored status is
+    `running`). Example: floxyctl status --status running --workflow order
     """
-    from floxy_core.status import InstanceStatus
-
-    if state is not None and state not in {s.value for s in InstanceStatus}:
-        valid = ", ".join(s.value for s in InstanceStatus)
-        fail(f"--status: unknown status {state!r} (one of: {valid})")
+    wanted = _status_filter(state)
     with open_store(db) as store, guard(db):
-        ids: list[str | None] = [workflow]
+        ids: list[str] | None = None
         if workflow is not None:
             known = store.list_definitions()
+            ids = [workflow]
             if not any(d[0] == workflow for d in known):
                 ids = [d[0] for d in known if d[1] == workflow] or [workflow]
-        found = [
-            row
-            for wid in ids
-            for row in store.list_instances(status=state, workflow_id=wid, limit=limit)
-        ]
-        found.sort(key=lambda i: (i.created_at, i.id), reverse=True)
-        found = found[:limit]
-        stats = store.stats()
+        found, _more = store.list_instances_page(status=wanted, workflow_ids=ids, limit=limit)
+        stats = store.listing_stats()
     if output is OutputFormat.json:
         _json(
             {
                 "instances": [
                     {
-                        "id": i.id,
-                        "workflow_id": i.workflow_id,
-                        "status": i.status.value,
-                        "created_at": _iso(i.created_at),
-                        "updated_at": _iso(i.updated_at),
-                        "error": i.error,
+                        "id": row.instance.id,
+                        "workflow_id": row.instance.workflow_id,
+                        "status": row.shown,
+                        "waiting_steps": list(row.waiting),
+                        "created_at": _iso(row.instance.created_at),
+                        "updated_at": _iso(row.instance.updated_at),
+                        "error": row.instance.error,
                     }
-                    for i in found
+                    for row in found
                 ],
                 "stats": stats,
             }
@@ -522,8 +536,14 @@ def status(
         _table(
             ["ID", "WORKFLOW", "STATUS", "CREATED", "UPDATED"],
             [
-                [str(i.id), i.workflow_id, i.status.value, _when(i.created_at), _when(i.updated_at)]
-                for i in found
+                [
+                    str(row.instance.id),
+                    row.instance.workflow_id,
+                    row.shown,
+                    _when(row.instance.created_at),
+                    _when(row.instance.updated_at),
+                ]
+                for row in found
             ],
         )
     else:

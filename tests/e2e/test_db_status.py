@@ -1,0 +1,96 @@
+"""`floxyctl status` (the instance listing), end to end against a real PostgreSQL.
+
+Like test_db_cli.py, the workers are an in-process `Runtime` on the same database. Each test
+gets its own database, so the listing holds exactly the instances the test made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from floxy_core.errors import HandlerError
+from floxy_core.runtime import Runtime
+from floxy_core.status import InstanceStatus, StepStatus
+from floxy_core.storage.postgres import PostgresStore
+from tests.e2e.test_db_cli import Py, as_json, drive, floxyctl, ok, start, usage_error
+
+FLOWS = """\
+flows:
+  - name: gate
+    steps:
+      - {type: human, name: approve}
+  - name: boom
+    steps:
+      - {name: explode, handler: explode, max_retries: 0}
+  - name: idle
+    steps:
+      - {name: wait_here, handler: nobody}
+"""
+
+
+def _explode(ctx: Any, data: Any) -> Any:
+    raise HandlerError("it broke", retryable=False)
+
+
+@pytest.fixture
+def db(pg_dsn: str, tmp_path: Path) -> str:
+    path = tmp_path / "flows.yaml"
+    path.write_text(FLOWS)
+    ok("register", "-f", str(path), dsn=pg_dsn)
+    return pg_dsn
+
+
+@pytest.fixture
+def store(db: str) -> Iterator[PostgresStore]:
+    s = PostgresStore(db, max_size=2)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _listed(*args: str, dsn: str) -> dict[int, dict[str, Any]]:
+    return {i["id"]: i for i in as_json("status", *args, dsn=dsn)["instances"]}
+
+
+def _waiting(store: PostgresStore, instance_id: int) -> bool:
+    return any(s.status is StepStatus.WAITING_DECISION for s in store.get_steps(instance_id))
+
+
+def test_status_filter_ignores_case_and_knows_waiting(db: str, store: PostgresStore) -> None:
+    worker = Runtime(store, {"explode": Py("explode", _explode)})
+    waiting = start(db, "gate-v1")
+    drive(worker, waiting, lambda: _waiting(store, waiting))
+    failed = start(db, "boom-v1")
+    drive(worker, failed, lambda: store.get_instance(failed).status is InstanceStatus.FAILED)
+    running = start(db, "idle-v1")
+
+    assert list(_listed("--status", "FAILED", dsn=db)) == [failed]
+    assert list(_listed("--status", " Failed ", dsn=db)) == [failed]
+    # A human step waiting for a decision: listed as `waiting`, not `running`.
+    assert list(_listed("--status", "running", dsn=db)) == [running]
+    by_waiting = _listed("--status", "WAITING", dsn=db)
+    assert list(by_waiting) == [waiting]
+    assert by_waiting[waiting]["status"] == "waiting"
+    assert by_waiting[waiting]["waiting_steps"] == ["approve"]
+    everything = _listed(dsn=db)
+    assert {i: d["status"] for i, d in everything.items()} == {
+        waiting: "waiting",
+        failed: "failed",
+        running: "running",
+    }
+    assert everything[running]["waiting_steps"] == []
+
+    text = ok("status", dsn=db)
+    row = next(line for line in text.splitlines() if line.startswith(f"{waiting} "))
+    assert row.split()[1:3] == ["gate-v1", "waiting"], text
+    assert "| Running: 1 | Waiting: 1 |" in text, text
+    stats = as_json("status", dsn=db)["stats"]
+    assert (stats["running"], stats["waiting"], stats["active"]) == (1, 1, 2)
+
+    line = usage_error(floxyctl("status", "--status", "nope", dsn=db))
+    assert "unknown status 'nope'" in line and "waiting" in line
