@@ -480,6 +480,27 @@ def _status_filter(text: str | None) -> str | None:
     return wanted
 
 
+_NAMES_SHOWN = 10
+"""An unknown `--workflow` lists the registered names when there are at most this many."""
+
+
+def _workflow_ids(wanted: str, known: list[tuple[str, str, int, Any]]) -> list[str]:
+    """The definition ids `--workflow` means: one id (name-vN), or every version of a name."""
+    if any(d[0] == wanted for d in known):
+        return [wanted]
+    ids = [d[0] for d in known if d[1] == wanted]
+    if ids:
+        return ids
+    names = sorted({d[1] for d in known})
+    if not names:
+        hint = "no workflow is registered: floxyctl register -f FILE"
+    elif len(names) <= _NAMES_SHOWN:
+        hint = "registered: " + ", ".join(names)
+    else:
+        hint = f"{len(names)} are registered: floxyctl workflows lists them"
+    fail(f"--workflow: workflow {wanted!r} is not registered ({hint})")
+
+
 def status(
     state: Annotated[
         str | None,
@@ -505,12 +526,7 @@ def status(
     """
     wanted = _status_filter(state)
     with open_store(db) as store, guard(db):
-        ids: list[str] | None = None
-        if workflow is not None:
-            known = store.list_definitions()
-            ids = [workflow]
-            if not any(d[0] == workflow for d in known):
-                ids = [d[0] for d in known if d[1] == workflow] or [workflow]
+        ids = None if workflow is None else _workflow_ids(workflow, store.list_definitions())
         found, _more = store.list_instances_page(status=wanted, workflow_ids=ids, limit=limit)
         stats = store.listing_stats()
     if output is OutputFormat.json:

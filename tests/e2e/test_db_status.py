@@ -94,3 +94,28 @@ def test_status_filter_ignores_case_and_knows_waiting(db: str, store: PostgresSt
 
     line = usage_error(floxyctl("status", "--status", "nope", dsn=db))
     assert "unknown status 'nope'" in line and "waiting" in line
+
+
+def test_an_unknown_workflow_is_a_usage_error_naming_the_known_ones(db: str) -> None:
+    gate = start(db, "gate-v1")
+    assert list(_listed("--workflow", "gate", dsn=db)) == [gate]
+    assert list(_listed("--workflow", "gate-v1", dsn=db)) == [gate]
+    assert _listed("--workflow", "boom", dsn=db) == {}  # registered, no instance: not an error
+    assert "No instances match." in ok("status", "--workflow", "idle-v1", dsn=db)
+
+    for wanted in ("nope", "gate-v9"):
+        result = floxyctl("status", "--workflow", wanted, dsn=db)
+        assert result.stdout == ""
+        assert usage_error(result) == (
+            f"floxyctl: error: --workflow: workflow '{wanted}' is not registered "
+            "(registered: boom, gate, idle)"
+        )
+        assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_an_unknown_workflow_with_nothing_registered_says_how_to_register(pg_dsn: str) -> None:
+    line = usage_error(floxyctl("status", "--workflow", "gate", dsn=pg_dsn))
+    assert line == (
+        "floxyctl: error: --workflow: workflow 'gate' is not registered "
+        "(no workflow is registered: floxyctl register -f FILE)"
+    )
