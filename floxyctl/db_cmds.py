@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -93,10 +93,11 @@ def _runtime(store: PostgresStore) -> Runtime:
 
 
 def _when(value: float | datetime | None) -> str:
+    """A time in text output: UTC, ISO-8601, to the second (`2026-12-02T13:45:00Z`)."""
     if value is None:
         return "-"
-    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value).astimezone()
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _iso(value: float | datetime | None) -> str | None:
@@ -164,6 +165,8 @@ def _report(
     json_output: bool,
     elapsed: float | None,
     note: str | None = None,
+    *,
+    times: bool = False,
 ) -> None:
     """Print an instance like `floxyctl run` does (json: the same document, notes on stderr)."""
     from floxy_core.report import instance_report
@@ -183,7 +186,13 @@ def _report(
     if elapsed is None:
         end = instance.completed_at if instance.status.terminal else None
         elapsed = max(0.0, (end or time.time()) - instance.created_at)
-    render.summary(instance, steps, events, elapsed_s=elapsed, note=note)
+    detail = None
+    if times:
+        detail = (
+            f"Created {_when(instance.created_at)} · started {_when(instance.started_at)} · "
+            f"updated {_when(instance.updated_at)} · completed {_when(instance.completed_at)}"
+        )
+    render.summary(instance, steps, events, elapsed_s=elapsed, note=note, detail=detail)
 
 
 # -- register / workflows ----------------------------------------------------------------------
@@ -454,13 +463,13 @@ def inspect(
     *,
     db: DbSettings,
 ) -> None:
-    """Show one instance: status, steps, output or error (json: the same document as run).
+    """Show one instance: status, times (UTC), steps, output or error (json: run's document).
 
     Example: floxyctl inspect 42 --output json
     """
     instance_id = _parse_id(instance)
     with open_store(db) as store, guard(db):
-        _report(store, instance_id, output is OutputFormat.json, None)
+        _report(store, instance_id, output is OutputFormat.json, None, times=True)
 
 
 WAITING = "waiting"

@@ -6,6 +6,7 @@ gets its own database, so the listing holds exactly the instances the test made.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ flows:
     steps:
       - {name: wait_here, handler: nobody}
 """
+UTC_SECOND = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 
 
 def _explode(ctx: Any, data: Any) -> Any:
@@ -119,3 +121,36 @@ def test_an_unknown_workflow_with_nothing_registered_says_how_to_register(pg_dsn
         "floxyctl: error: --workflow: workflow 'gate' is not registered "
         "(no workflow is registered: floxyctl register -f FILE)"
     )
+
+
+def _utc_second(iso_ms: str) -> str:
+    """`2026-12-02T13:45:00.123Z` (JSON) → `2026-12-02T13:45:00Z` (text)."""
+    assert iso_ms.endswith("Z") and iso_ms[19] == ".", iso_ms
+    return iso_ms[:19] + "Z"
+
+
+def test_text_times_are_utc_iso_whatever_the_local_zone(db: str, store: PostgresStore) -> None:
+    gate = start(db, "gate-v1")
+    drive(Runtime(store, {}), gate, lambda: _waiting(store, gate))
+    far_from_utc = {"TZ": "Pacific/Kiritimati"}  # UTC+14: never the same date and hour as UTC
+    doc = as_json("status", dsn=db)["instances"][0]
+
+    result = floxyctl("status", dsn=db, env=far_from_utc)
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()[:2]
+    assert header.split() == ["ID", "WORKFLOW", "STATUS", "CREATED", "UPDATED"]
+    assert row.split()[3:] == [_utc_second(doc["created_at"]), _utc_second(doc["updated_at"])]
+
+    result = floxyctl("workflows", dsn=db, env=far_from_utc)
+    created = {w["id"]: w["created_at"] for w in as_json("workflows", dsn=db)["workflows"]}
+    rows = {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines()[1:]}
+    assert rows == {wid: _utc_second(at) for wid, at in created.items()}, result.stdout
+
+    result = floxyctl("inspect", str(gate), dsn=db, env=far_from_utc)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.splitlines()[1]
+    assert re.fullmatch(
+        f"Created {_utc_second(doc['created_at'])} · started {UTC_SECOND} · "
+        f"updated {_utc_second(doc['updated_at'])} · completed -",
+        line,
+    ), result.stdout
