@@ -10,10 +10,11 @@ into one `floxyctl: error: ...` line with exit 2. Heavy imports stay inside the 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -510,6 +511,61 @@ def _workflow_ids(wanted: str, known: list[tuple[str, str, int, Any]]) -> list[s
     fail(f"--workflow: workflow {wanted!r} is not registered ({hint})")
 
 
+_DAYS = re.compile(r"(\d+)d")
+_MAX_AGO = timedelta(days=36_500)
+"""The longest duration ago `--since`/`--until` take: a century holds every instance, and
+much longer ones overflow Python's timedelta."""
+
+
+def _ago(value: str) -> timedelta | None:
+    """`30m`, `2h`, `1h30m`, `7d`, `1d12h`; None when `value` is not a duration with units (a
+    bare number is not one here: `2026` is more likely a year than 2026ms)."""
+    from floxy_core.durations import parse_duration_ms
+    from floxy_core.errors import InputError
+
+    days = _DAYS.match(value)
+    rest = value[days.end() :] if days else value
+    if rest.isdigit() or not (days or rest):
+        return None
+    try:
+        ms = parse_duration_ms(rest) if rest else 0
+    except InputError:
+        return None
+    try:
+        ago = timedelta(days=int(days.group(1)) if days else 0, milliseconds=ms)
+    except OverflowError:
+        ago = timedelta.max
+    return ago
+
+
+def _time_bound(text: str, flag: str) -> datetime | timedelta:
+    """`--since`/`--until`: an ISO-8601 time (UTC when it names no zone), or a duration meaning
+    that long before the database's clock."""
+    value = text.strip()
+    ago = _ago(value)
+    if ago is not None and ago > _MAX_AGO:
+        fail(f"{flag}: {text!r} is too far back (at most {_MAX_AGO.days} days)")
+    if ago is not None:
+        return ago
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(
+            f"{flag}: invalid time {text!r} (an ISO-8601 time such as 2026-12-02T13:45:00Z, "
+            "or a duration ago such as 30m, 2h, 7d)"
+        )
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _check_window(since: datetime | timedelta | None, until: datetime | timedelta | None) -> None:
+    """Refuse a window that cannot hold anything, when both ends are of one kind."""
+    if since is None or until is None or type(since) is not type(until):
+        return
+    empty = since >= until if isinstance(since, datetime) else since <= until  # type: ignore[operator]
+    if empty:
+        fail(f"--since must be before --until (got --since {since} and --until {until})")
+
+
 def status(
     state: Annotated[
         str | None,
@@ -523,21 +579,55 @@ def status(
         str | None,
         typer.Option("--workflow", help="Only instances of this workflow (name-vN or name)."),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="TIME",
+            help="Only instances created at or after TIME: ISO-8601 (UTC unless it says "
+            "otherwise) or a duration ago (30m, 2h, 7d).",
+            show_default=False,
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="TIME",
+            help="Only instances created before TIME (as for --since).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="Page size: at most this many.")
+    ] = 50,
+    page: Annotated[int, typer.Option("--page", min=1, help="Which page, from 1.")] = 1,
     output: OutputOpt = OutputFormat.text,
     *,
     db: DbSettings,
 ) -> None:
-    """List recent instances (newest first) and the counts of all instances by status.
+    """List recent instances (newest first), a page at a time, and the counts of all instances
+    by status.
 
     An instance waiting for a human decision is listed as `waiting` (its stored status is
-    `running`). Example: floxyctl status --status running --workflow order
+    `running`). Example: floxyctl status --status failed --workflow order --since 2h --page 2
     """
     wanted = _status_filter(state)
+    after = _time_bound(since, "--since") if since is not None else None
+    before = _time_bound(until, "--until") if until is not None else None
+    _check_window(after, before)
     with open_store(db) as store, guard(db):
         ids = None if workflow is None else _workflow_ids(workflow, store.list_definitions())
-        found, _more = store.list_instances_page(status=wanted, workflow_ids=ids, limit=limit)
+        found, more = store.list_instances_page(
+            status=wanted,
+            workflow_ids=ids,
+            since=after,
+            until=before,
+            limit=limit,
+            offset=(page - 1) * limit,
+        )
         stats = store.listing_stats()
+    next_page = page + 1 if more else None
     if output is OutputFormat.json:
         _json(
             {
@@ -553,6 +643,8 @@ def status(
                     }
                     for row in found
                 ],
+                "page": page,
+                "next_page": next_page,
                 "stats": stats,
             }
         )
@@ -571,8 +663,14 @@ def status(
                 for row in found
             ],
         )
+    elif page > 1:
+        print(f"No instances on page {page}.")
     else:
         print("No instances match.")
+    if found and (more or page > 1):
+        first = (page - 1) * limit + 1
+        shown = f"Page {page}: instances {first}-{first + len(found) - 1}"
+        print(shown + (f"; more with --page {next_page}." if more else "; the last page."))
     print(" | ".join(f"{key.capitalize()}: {value}" for key, value in stats.items()))
 
 

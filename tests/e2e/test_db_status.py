@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,52 @@ def test_text_times_are_utc_iso_whatever_the_local_zone(db: str, store: Postgres
         f"updated {_utc_second(doc['updated_at'])} · completed -",
         line,
     ), result.stdout
+
+
+def test_since_until_and_pages(db: str, store: PostgresStore) -> None:
+    runtime = Runtime(store, {})
+    ids = [runtime.start_instance("idle-v1", {"n": n}) for n in range(5)]
+    newest_first = ids[::-1]
+    created = {i: d["created_at"] for i, d in _listed(dsn=db).items()}
+    middle = created[ids[2]]
+
+    # Pages of --limit instances; the footer says when another page follows.
+    assert list(_listed("--limit", "2", dsn=db)) == newest_first[:2]
+    assert list(_listed("--limit", "2", "--page", "2", dsn=db)) == newest_first[2:4]
+    assert list(_listed("--limit", "2", "--page", "3", dsn=db)) == newest_first[4:]
+    assert [
+        (d["page"], d["next_page"])
+        for d in (as_json("status", "--limit", "2", "--page", str(p), dsn=db) for p in (1, 3, 4))
+    ] == [(1, 2), (3, None), (4, None)]
+    text = ok("status", "--limit", "2", dsn=db)
+    assert "Page 1: instances 1-2; more with --page 2." in text, text
+    last = ok("status", "--limit", "2", "--page", "3", dsn=db)
+    assert "Page 3: instances 5-5; the last page." in last, last
+    assert "No instances on page 4." in ok("status", "--limit", "2", "--page", "4", dsn=db)
+    assert "Page " not in ok("status", dsn=db)  # one page: no page line
+
+    # --since is inclusive, --until exclusive; a time without a zone is UTC.
+    assert list(_listed("--since", middle, dsn=db)) == newest_first[:3]
+    assert list(_listed("--until", middle, dsn=db)) == newest_first[3:]
+    assert list(_listed("--since", middle.removesuffix("Z"), dsn=db)) == newest_first[:3]
+    shifted = datetime.fromisoformat(middle).astimezone(timezone(timedelta(hours=14)))
+    assert list(_listed("--until", shifted.isoformat(), dsn=db)) == newest_first[3:]
+    page = _listed("--since", middle, "--limit", "2", "--page", "2", dsn=db)
+    assert list(page) == newest_first[2:3]
+
+    # A duration means that long ago, by the database's clock.
+    assert list(_listed("--since", "1h", dsn=db)) == newest_first
+    assert list(_listed("--since", "7d", "--until", "1h", dsn=db)) == []
+    assert list(_listed("--until", "1d12h", dsn=db)) == []
+
+    for args, words in (
+        (("--since", "2026"), ("--since: invalid time '2026'", "2h")),
+        (("--until", "soon"), ("--until: invalid time 'soon'",)),
+        (("--since", "1h", "--until", "2h"), ("--since must be before --until",)),
+        (("--since", middle, "--until", middle), ("--since must be before --until",)),
+        (("--since", "99999999999999999999d"), ("too far back",)),
+    ):
+        line = usage_error(floxyctl("status", *args, dsn=db))
+        assert all(w in line for w in words), (args, line)
+    zero = floxyctl("status", "--page", "0", dsn=db)
+    assert zero.returncode == 2 and "--page" in zero.stderr, zero.stderr
