@@ -320,12 +320,26 @@ def _stdin_input() -> Any:
     return _read_input(None)
 
 
+UNCLAIMED_HINT_S = 5.0
+"""How long `start --wait` lets the first step wait for a worker before it says none came."""
+
+
+def _unclaimed(steps: list[StepRecord]) -> bool:
+    """No worker has taken any step of the instance yet."""
+    from floxy_core.status import StepStatus
+
+    return all(s.status is StepStatus.PENDING and s.started_at is None for s in steps)
+
+
 def _follow(
     store: PostgresStore, instance_id: int, deadline: float, every: float, timeout_s: float
 ) -> tuple[str | None, int]:
-    """Poll until the instance ends, pauses for good, or the deadline passes."""
+    """Poll until the instance ends, pauses for good, or the deadline passes; say once on stderr
+    when no worker takes the first step within UNCLAIMED_HINT_S."""
     from floxyctl.run_cmd import _exit_code
 
+    began = time.monotonic()
+    hint_at: float | None = began + UNCLAIMED_HINT_S
     while True:
         instance = store.get_instance(instance_id)
         if instance.status.terminal:
@@ -334,13 +348,25 @@ def _follow(
         note = _pause_note(instance, steps, store.get_dlq(instance_id))
         if note is not None:
             return note, exits.PAUSED
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if hint_at is not None and not _unclaimed(steps):
+            hint_at = None
+        elif hint_at is not None and (now >= hint_at or now >= deadline):
+            hint_at = None
+            print(
+                f"floxyctl: warning: no worker has picked up instance {instance_id} after "
+                f"{now - began:.0f}s — is floxyd running against this database?",
+                file=sys.stderr,
+                flush=True,
+            )
+        if now >= deadline:
             return (
                 f"Timed out after {timeout_s:g}s (--completion-timeout); "
                 f"instance {instance_id} is {instance.status} and keeps going.",
                 exits.TIMEOUT,
             )
-        time.sleep(min(every, max(0.0, deadline - time.monotonic()) + 0.01))
+        wake = deadline if hint_at is None else min(deadline, hint_at)
+        time.sleep(min(every, max(0.0, wake - time.monotonic()) + 0.01))
 
 
 InstanceOpt = Annotated[

@@ -7,6 +7,7 @@ gets its own database, so the listing holds exactly the instances the test made.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -204,3 +205,35 @@ def test_since_until_and_pages(db: str, store: PostgresStore) -> None:
         assert all(w in line for w in words), (args, line)
     zero = floxyctl("status", "--page", "0", dsn=db)
     assert zero.returncode == 2 and "--page" in zero.stderr, zero.stderr
+
+
+def test_start_wait_without_a_worker_says_so_once_and_keeps_waiting(db: str) -> None:
+    began = time.monotonic()
+    result = floxyctl("start", "-o", "idle-v1", "--wait", "--completion-timeout", "8s", dsn=db)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert time.monotonic() - began >= 8  # the hint did not end the wait
+    hints = [line for line in result.stderr.splitlines() if "no worker has picked up" in line]
+    assert len(hints) == 1, result.stderr
+    instance_id = int(result.stdout.splitlines()[0].rsplit(" ", 1)[1])
+    assert re.fullmatch(
+        f"floxyctl: warning: no worker has picked up instance {instance_id} after [56]s — "
+        "is floxyd running against this database\\?",
+        hints[0],
+    ), hints
+    assert "Timed out after 8s" in result.stdout + result.stderr
+
+    # A timeout shorter than the hint's delay still gets the hint, with the time it waited.
+    short = floxyctl("start", "-o", "idle-v1", "--wait", "--completion-timeout", "1s", dsn=db)
+    assert short.returncode == 3, (short.stdout, short.stderr)
+    assert "no worker has picked up" in short.stderr and " after 1s " in short.stderr
+
+
+def test_start_wait_with_a_worker_gives_no_hint(db: str, store: PostgresStore) -> None:
+    worker = Runtime(store, {}, workers=1, poll_interval=0.05)
+    worker.start()
+    try:
+        result = floxyctl("start", "-o", "gate-v1", "--wait", dsn=db)
+    finally:
+        worker.stop()
+    assert result.returncode == 4, (result.stdout, result.stderr)  # paused for the human step
+    assert "no worker" not in result.stderr, result.stderr
