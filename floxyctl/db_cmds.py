@@ -9,10 +9,11 @@ exit 2. Heavy imports stay inside the functions so that `floxyctl run` does not 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -93,10 +94,11 @@ def _runtime(store: PostgresStore) -> Runtime:
 
 
 def _when(value: float | datetime | None) -> str:
+    """A time in text output: UTC, ISO-8601, to the second (`2026-12-02T13:45:00Z`)."""
     if value is None:
         return "-"
-    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value).astimezone()
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _iso(value: float | datetime | None) -> str | None:
@@ -164,6 +166,8 @@ def _report(
     json_output: bool,
     elapsed: float | None,
     note: str | None = None,
+    *,
+    times: bool = False,
 ) -> None:
     """Print an instance like `floxyctl run` does (json: the same document, notes on stderr)."""
     from floxy_core.report import instance_report
@@ -189,7 +193,13 @@ def _report(
     if elapsed is None:
         end = instance.completed_at if instance.status.terminal else None
         elapsed = max(0.0, (end or time.time()) - instance.created_at)
-    render.summary(instance, steps, events, elapsed_s=elapsed, note=note)
+    detail = None
+    if times:
+        detail = (
+            f"Created {_when(instance.created_at)} · started {_when(instance.started_at)} · "
+            f"updated {_when(instance.updated_at)} · completed {_when(instance.completed_at)}"
+        )
+    render.summary(instance, steps, events, elapsed_s=elapsed, note=note, detail=detail)
 
 
 # -- register / workflows ----------------------------------------------------------------------
@@ -345,12 +355,26 @@ def _stdin_input() -> Any:
     return _read_input(None)
 
 
+UNCLAIMED_HINT_S = 5.0
+"""How long `start --wait` lets the first step wait for a worker before it says none came."""
+
+
+def _unclaimed(steps: list[StepRecord]) -> bool:
+    """No worker has taken any step of the instance yet."""
+    from floxy_core.status import StepStatus
+
+    return all(s.status is StepStatus.PENDING and s.started_at is None for s in steps)
+
+
 def _follow(
     store: PostgresStore, instance_id: int, deadline: float, every: float, timeout_s: float
 ) -> tuple[str | None, int]:
-    """Poll until the instance ends, pauses for good, or the deadline passes."""
+    """Poll until the instance ends, pauses for good, or the deadline passes; say once on stderr
+    when no worker takes the first step within UNCLAIMED_HINT_S."""
     from floxyctl.run_cmd import _exit_code
 
+    began = time.monotonic()
+    hint_at: float | None = began + UNCLAIMED_HINT_S
     while True:
         instance = store.get_instance(instance_id)
         if instance.status.terminal:
@@ -359,13 +383,25 @@ def _follow(
         note = _pause_note(instance, steps, store.get_dlq(instance_id))
         if note is not None:
             return note, exits.PAUSED
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if hint_at is not None and not _unclaimed(steps):
+            hint_at = None
+        elif hint_at is not None and (now >= hint_at or now >= deadline):
+            hint_at = None
+            print(
+                f"floxyctl: warning: no worker has picked up instance {instance_id} after "
+                f"{now - began:.0f}s — is floxyd running against this database?",
+                file=sys.stderr,
+                flush=True,
+            )
+        if now >= deadline:
             return (
                 f"Timed out after {timeout_s:g}s (--completion-timeout); "
                 f"instance {instance_id} is {instance.status} and keeps going.",
                 exits.TIMEOUT,
             )
-        time.sleep(min(every, max(0.0, deadline - time.monotonic()) + 0.01))
+        wake = deadline if hint_at is None else min(deadline, hint_at)
+        time.sleep(min(every, max(0.0, wake - time.monotonic()) + 0.01))
 
 
 InstanceArg = Annotated[
@@ -572,66 +608,187 @@ def inspect(
     *,
     db: DbSettings,
 ) -> None:
-    """Show one instance: status, steps, output or error (json: the same document as run).
+    """Show one instance: status, times (UTC), steps, output or error (json: run's document).
 
     Example: floxyctl inspect 42 --output json
     """
     instance_id = _parse_id(instance)
     with open_store(db) as store, guard(db):
-        _report(store, instance_id, output is OutputFormat.json, None)
+        _report(store, instance_id, output is OutputFormat.json, None, times=True)
+
+
+WAITING = "waiting"
+"""How `status` shows a running instance whose human step waits for a decision."""
+
+
+def _status_filter(text: str | None) -> str | None:
+    """`--status` in any case: an instance status, or `waiting`."""
+    from floxy_core.status import InstanceStatus
+
+    if text is None:
+        return None
+    known = [s.value for s in InstanceStatus] + [WAITING]
+    wanted = text.strip().lower()
+    if wanted not in known:
+        fail(f"--status: unknown status {text!r} (one of: {', '.join(known)})")
+    return wanted
+
+
+_NAMES_SHOWN = 10
+"""An unknown `--workflow` lists the registered names when there are at most this many."""
+
+
+def _workflow_ids(wanted: str, known: list[tuple[str, str, int, Any]]) -> list[str]:
+    """The definition ids `--workflow` means: one id (name-vN), or every version of a name."""
+    if any(d[0] == wanted for d in known):
+        return [wanted]
+    ids = [d[0] for d in known if d[1] == wanted]
+    if ids:
+        return ids
+    names = sorted({d[1] for d in known})
+    if not names:
+        hint = "no workflow is registered: floxyctl register -f FILE"
+    elif len(names) <= _NAMES_SHOWN:
+        hint = "registered: " + ", ".join(names)
+    else:
+        hint = f"{len(names)} are registered: floxyctl workflows lists them"
+    fail(f"--workflow: workflow {wanted!r} is not registered ({hint})")
+
+
+_DAYS = re.compile(r"(\d+)d")
+_MAX_AGO = timedelta(days=36_500)
+"""The longest duration ago `--since`/`--until` take: a century holds every instance, and
+much longer ones overflow Python's timedelta."""
+
+
+def _ago(value: str) -> timedelta | None:
+    """`30m`, `2h`, `1h30m`, `7d`, `1d12h`; None when `value` is not a duration with units (a
+    bare number is not one here: `2026` is more likely a year than 2026ms)."""
+    from floxy_core.durations import parse_duration_ms
+    from floxy_core.errors import InputError
+
+    days = _DAYS.match(value)
+    rest = value[days.end() :] if days else value
+    if rest.isdigit() or not (days or rest):
+        return None
+    try:
+        ms = parse_duration_ms(rest) if rest else 0
+    except InputError:
+        return None
+    try:
+        ago = timedelta(days=int(days.group(1)) if days else 0, milliseconds=ms)
+    except OverflowError:
+        ago = timedelta.max
+    return ago
+
+
+def _time_bound(text: str, flag: str) -> datetime | timedelta:
+    """`--since`/`--until`: an ISO-8601 time (UTC when it names no zone), or a duration meaning
+    that long before the database's clock."""
+    value = text.strip()
+    ago = _ago(value)
+    if ago is not None and ago > _MAX_AGO:
+        fail(f"{flag}: {text!r} is too far back (at most {_MAX_AGO.days} days)")
+    if ago is not None:
+        return ago
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(
+            f"{flag}: invalid time {text!r} (an ISO-8601 time such as 2026-12-02T13:45:00Z, "
+            "or a duration ago such as 30m, 2h, 7d)"
+        )
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _check_window(since: datetime | timedelta | None, until: datetime | timedelta | None) -> None:
+    """Refuse a window that cannot hold anything, when both ends are of one kind."""
+    if since is None or until is None or type(since) is not type(until):
+        return
+    empty = since >= until if isinstance(since, datetime) else since <= until  # type: ignore[operator]
+    if empty:
+        fail(f"--since must be before --until (got --since {since} and --until {until})")
 
 
 def status(
     state: Annotated[
         str | None,
-        typer.Option("--status", help="Only instances in this status (e.g. running, dlq)."),
+        typer.Option(
+            "--status",
+            help="Only instances in this status, any case (e.g. running, failed, dlq); "
+            "waiting: running and waiting for a human decision.",
+        ),
     ] = None,
     workflow: Annotated[
         str | None,
         typer.Option("--workflow", help="Only instances of this workflow (name-vN or name)."),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="TIME",
+            help="Only instances created at or after TIME: ISO-8601 (UTC unless it says "
+            "otherwise) or a duration ago (30m, 2h, 7d).",
+            show_default=False,
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="TIME",
+            help="Only instances created before TIME (as for --since).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="Page size: at most this many.")
+    ] = 50,
+    page: Annotated[int, typer.Option("--page", min=1, help="Which page, from 1.")] = 1,
     output: OutputOpt = OutputFormat.text,
     *,
     db: DbSettings,
 ) -> None:
-    """List recent instances (newest first) and the counts of all instances by status.
+    """List recent instances (newest first), a page at a time, and the counts of all instances
+    by status.
 
-    Example: floxyctl status --status running --workflow order
+    An instance waiting for a human decision is listed as `waiting` (its stored status is
+    `running`). Example: floxyctl status --status failed --workflow order --since 2h --page 2
     """
-    from floxy_core.status import InstanceStatus
-
-    if state is not None and state not in {s.value for s in InstanceStatus}:
-        valid = ", ".join(s.value for s in InstanceStatus)
-        fail(f"--status: unknown status {state!r} (one of: {valid})")
+    wanted = _status_filter(state)
+    after = _time_bound(since, "--since") if since is not None else None
+    before = _time_bound(until, "--until") if until is not None else None
+    _check_window(after, before)
     with open_store(db) as store, guard(db):
-        ids: list[str | None] = [workflow]
-        if workflow is not None:
-            known = store.list_definitions()
-            if not any(d[0] == workflow for d in known):
-                ids = [d[0] for d in known if d[1] == workflow] or [workflow]
-        found = [
-            row
-            for wid in ids
-            for row in store.list_instances(status=state, workflow_id=wid, limit=limit)
-        ]
-        found.sort(key=lambda i: (i.created_at, i.id), reverse=True)
-        found = found[:limit]
-        stats = store.stats()
+        ids = None if workflow is None else _workflow_ids(workflow, store.list_definitions())
+        found, more = store.list_instances_page(
+            status=wanted,
+            workflow_ids=ids,
+            since=after,
+            until=before,
+            limit=limit,
+            offset=(page - 1) * limit,
+        )
+        stats = store.listing_stats()
+    next_page = page + 1 if more else None
     if output is OutputFormat.json:
         _json(
             {
                 "instances": [
                     {
-                        "id": i.id,
-                        "workflow_id": i.workflow_id,
-                        "status": i.status.value,
-                        "created_at": _iso(i.created_at),
-                        "updated_at": _iso(i.updated_at),
-                        "error": i.error,
+                        "id": row.instance.id,
+                        "workflow_id": row.instance.workflow_id,
+                        "status": row.shown,
+                        "waiting_steps": list(row.waiting),
+                        "created_at": _iso(row.instance.created_at),
+                        "updated_at": _iso(row.instance.updated_at),
+                        "error": row.instance.error,
                     }
-                    for i in found
+                    for row in found
                 ],
+                "page": page,
+                "next_page": next_page,
                 "stats": stats,
             }
         )
@@ -640,12 +797,24 @@ def status(
         _table(
             ["ID", "WORKFLOW", "STATUS", "CREATED", "UPDATED"],
             [
-                [str(i.id), i.workflow_id, i.status.value, _when(i.created_at), _when(i.updated_at)]
-                for i in found
+                [
+                    str(row.instance.id),
+                    row.instance.workflow_id,
+                    row.shown,
+                    _when(row.instance.created_at),
+                    _when(row.instance.updated_at),
+                ]
+                for row in found
             ],
         )
+    elif page > 1:
+        print(f"No instances on page {page}.")
     else:
         print("No instances match.")
+    if found and (more or page > 1):
+        first = (page - 1) * limit + 1
+        shown = f"Page {page}: instances {first}-{first + len(found) - 1}"
+        print(shown + (f"; more with --page {next_page}." if more else "; the last page."))
     print(" | ".join(f"{key.capitalize()}: {value}" for key, value in stats.items()))
 
 

@@ -120,8 +120,9 @@ def summary(
     *,
     elapsed_s: float,
     note: str | None = None,
+    detail: str | None = None,
 ) -> None:
-    """The final report of `floxyctl run` on stdout."""
+    """The final report of `floxyctl run` on stdout; `detail` is a line under the head."""
     out = sys.stdout
     head = (
         f"Workflow {instance.workflow_id} (instance {instance.id}) "
@@ -130,6 +131,8 @@ def summary(
     if fancy(out):
         console = console_for(out)
         console.print(head, style=INSTANCE_STYLES.get(instance.status, "bold"))
+        if detail:
+            console.print(detail, style="dim", markup=False)
         console.print(steps_table(steps, events))
         if note:
             console.print(note, style="magenta")
@@ -143,6 +146,8 @@ def summary(
             console.print(f"Error: {instance.error}", style="red", markup=False)
         return
     print(head, file=out)
+    if detail:
+        print(detail, file=out)
     plain_steps(steps, events, out)
     if note:
         print(note, file=out)

@@ -95,6 +95,61 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(workflow_id)s::text IS NULL OR workflow_id = %(workflow_id)s)
 ORDER BY created_at DESC, id DESC LIMIT %(limit)s;
 
+-- name: list_instances_page
+-- floxyctl status: one page of instances, newest first. `shown` is the status, or `waiting`
+-- for a running instance whose human step waits for a decision (`waiting` names those steps);
+-- the `status` filter compares `shown`. A bound is a time, or seconds before the database's
+-- clock; the caller asks for one row more than a page to learn whether another page follows.
+WITH bounds AS (
+    SELECT coalesce(%(since)s::timestamptz,
+                    clock_timestamp() - make_interval(secs => %(since_ago)s::float8)) AS since,
+           coalesce(%(until)s::timestamptz,
+                    clock_timestamp() - make_interval(secs => %(until_ago)s::float8)) AS until
+), listed AS (
+    SELECT i.id, i.workflow_id, i.status, i.input, i.output, i.error, i.created_at,
+           i.updated_at, i.started_at, i.completed_at, w.names AS waiting,
+           CASE WHEN w.names IS NULL THEN i.status ELSE 'waiting' END AS shown
+    FROM workflows.workflow_instances i
+    CROSS JOIN bounds b
+    LEFT JOIN LATERAL (
+        SELECT array_agg(s.step_name ORDER BY s.created_at, s.id) AS names
+        FROM workflows.workflow_steps s
+        WHERE s.instance_id = i.id AND s.status = 'waiting_decision'
+    ) w ON i.status = 'running'
+    WHERE (%(status)s::text IS NULL
+           OR i.status = CASE WHEN %(status)s::text = 'waiting' THEN 'running'
+                              ELSE %(status)s::text END)
+      AND (%(workflow_ids)s::text[] IS NULL OR i.workflow_id = ANY(%(workflow_ids)s::text[]))
+      AND (b.since IS NULL OR i.created_at >= b.since)
+      AND (b.until IS NULL OR i.created_at < b.until)
+)
+SELECT id, workflow_id, status, input, output, error, created_at, updated_at, started_at,
+       completed_at, waiting, shown
+FROM listed
+WHERE %(status)s::text IS NULL OR shown = %(status)s::text
+ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: listing_stats
+-- floxyctl status: the counts of stats_summary, with `waiting` (running, a human step waiting
+-- for a decision) counted apart from `running`, as the listing shows them.
+WITH counted AS (
+    SELECT i.status,
+           i.status = 'running' AND EXISTS (
+               SELECT 1 FROM workflows.workflow_steps s
+               WHERE s.instance_id = i.id AND s.status = 'waiting_decision') AS waiting
+    FROM workflows.workflow_instances i
+)
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE status = 'completed') AS completed,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status IN ('running', 'rolling_back', 'cancelling')
+                        AND NOT waiting) AS running,
+       count(*) FILTER (WHERE waiting) AS waiting,
+       count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE status IN ('pending', 'running', 'dlq', 'rolling_back',
+                                         'cancelling')) AS active
+FROM counted;
+
 -- name: get_steps
 SELECT id, instance_id, step_name, step_type, status, input, output, error, retry_count,
        max_retries, compensation_retry_count, idempotency_key::text, created_at, started_at,

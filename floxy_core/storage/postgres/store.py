@@ -19,12 +19,12 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from floxy_core import values
+from floxy_core import records, values
 from floxy_core.engine.state import HookCall, InstanceState, Transition
 from floxy_core.errors import ConflictError, NotFoundError, StoreError, StoreRejected
 from floxy_core.logs import get_logger
@@ -92,6 +92,16 @@ def _exact_json(conn: psycopg.Connection[Any]) -> None:
     from psycopg.types.json import set_json_loads
 
     set_json_loads(values.loads, conn)
+
+
+@records.record(frozen=True)
+class ListedInstance:
+    """An instance as `floxyctl status` lists it: `shown` is its status, or `waiting` while the
+    human steps named in `waiting` wait for a decision."""
+
+    instance: Instance
+    shown: str
+    waiting: tuple[str, ...] = ()
 
 
 class _CreatedAt:
@@ -833,6 +843,46 @@ class PostgresStore:
                 q("list_instances"), {"status": status, "workflow_id": workflow_id, "limit": limit}
             ).fetchall()
         return [self._instance(r) for r in rows]
+
+    def list_instances_page(
+        self,
+        *,
+        status: str | None = None,
+        workflow_ids: Sequence[str] | None = None,
+        since: datetime | timedelta | None = None,
+        until: datetime | timedelta | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[ListedInstance], bool]:
+        """One page of instances, newest first, and whether more follow (`floxyctl status`).
+
+        `status` is an instance status or `waiting` (running, a human step waiting for a
+        decision; such an instance is listed as `waiting`, not `running`). `since` (inclusive)
+        and `until` (exclusive) bound the creation time: a datetime, or a timedelta meaning that
+        long before the database's clock.
+        """
+        params: dict[str, Any] = {
+            "status": status,
+            "workflow_ids": list(workflow_ids) if workflow_ids is not None else None,
+            "limit": limit + 1,
+            "offset": offset,
+        }
+        for key, bound in (("since", since), ("until", until)):
+            ago = bound.total_seconds() if isinstance(bound, timedelta) else None
+            params[key] = None if isinstance(bound, timedelta) else bound
+            params[key + "_ago"] = ago
+        with self._conn() as conn:
+            rows = conn.execute(q("list_instances_page"), params).fetchall()
+        listed = [ListedInstance(self._instance(r), r[11], tuple(r[10] or ())) for r in rows]
+        return listed[:limit], len(listed) > limit
+
+    def listing_stats(self) -> dict[str, int]:
+        """The counts of `stats`, with `waiting` instances counted apart from `running`."""
+        with self._conn() as conn:
+            cur = conn.execute(q("listing_stats"))
+            row = cur.fetchone()
+            assert row is not None and cur.description is not None
+            return {col.name: int(value) for col, value in zip(cur.description, row, strict=True)}
 
     def get_steps(self, instance_id: int, *statuses: StepStatus) -> list[StepRecord]:
         with self._conn() as conn:
