@@ -107,7 +107,7 @@ WITH bounds AS (
                     clock_timestamp() - make_interval(secs => %(until_ago)s::float8)) AS until
 ), listed AS (
     SELECT i.id, i.workflow_id, i.status, i.input, i.output, i.error, i.created_at,
-           i.updated_at, i.started_at, i.completed_at, w.names AS waiting,
+           i.updated_at, i.started_at, i.completed_at, i.retry_of, w.names AS waiting,
            CASE WHEN w.names IS NULL THEN i.status ELSE 'waiting' END AS shown
     FROM workflows.workflow_instances i
     CROSS JOIN bounds b
@@ -124,7 +124,7 @@ WITH bounds AS (
       AND (b.until IS NULL OR i.created_at < b.until)
 )
 SELECT id, workflow_id, status, input, output, error, created_at, updated_at, started_at,
-       completed_at, waiting, shown
+       completed_at, retry_of, waiting, shown
 FROM listed
 WHERE %(status)s::text IS NULL OR shown = %(status)s::text
 ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s;

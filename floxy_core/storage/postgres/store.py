@@ -873,7 +873,7 @@ class PostgresStore:
             params[key + "_ago"] = ago
         with self._conn() as conn:
             rows = conn.execute(q("list_instances_page"), params).fetchall()
-        listed = [ListedInstance(self._instance(r), r[11], tuple(r[10] or ())) for r in rows]
+        listed = [ListedInstance(self._instance(r), r[12], tuple(r[11] or ())) for r in rows]
         return listed[:limit], len(listed) > limit
 
     def listing_stats(self) -> dict[str, int]:
