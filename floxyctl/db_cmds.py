@@ -23,6 +23,7 @@ from floxyctl import exits
 from floxyctl.app import FileOpt, InputOpt, OutputOpt
 from floxyctl.common import fail, plugins, print_warnings, refuse
 from floxyctl.db import DB_EPILOG, READ_EPILOG, DbSettings, connect, guard, open_store, with_db
+from floxyctl.logs_cmd import logs
 from floxyctl.options import OutputFormat
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def register(app: typer.Typer) -> None:
         ("inspect", inspect, READ_EPILOG),
         ("list", status, READ_EPILOG),
         ("status", status, READ_EPILOG),
+        ("logs", logs, READ_EPILOG),
         ("migrate", migrate, DB_EPILOG),
     ]
     for name, command, epilog in commands:
