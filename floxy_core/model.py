@@ -328,6 +328,32 @@ class DLQRecord:
 
 
 @record(frozen=True)
+class CallLog:
+    """What one handler call printed (`floxy_core.capture`), kept with its step: one per call,
+    each stream bounded to its tail behind a `[floxy: N earlier bytes cut]` line."""
+
+    instance_id: int
+    step_name: str
+    """As in `StepContext`: for a compensation, the step being compensated."""
+    handler: str
+    retry_count: int
+    """The attempt: 0 for the first call (of the step, or of its compensation)."""
+    compensation: bool
+    started_at: float
+    ended_at: float
+    outcome: str
+    """`completed`, `failed`, or `refused`: the result came after the call's lease ran out and
+    was not applied (another worker may have run the step again)."""
+    stdout: str = ""
+    stderr: str = ""
+    truncated: bool = False
+    exit_code: int | None = None
+    """A script's exit status (negative: killed by that signal), an HTTP response's status."""
+    id: int = 0
+    """Rises with every log stored: `get_logs(after_id=...)` reads only newer ones."""
+
+
+@record(frozen=True)
 class CancelRequest:
     instance_id: int
     cancel_type: str

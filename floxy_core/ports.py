@@ -6,8 +6,10 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from floxy_core.capture import Capture
 from floxy_core.model import (
     JSON,
+    CallLog,
     DLQRecord,
     Event,
     Instance,
@@ -40,6 +42,8 @@ class StepContext:
     debug: bool = False
     interrupt: threading.Event = field(default_factory=threading.Event)
     """Set when the instance is cancelled or aborted: the handler should stop at once."""
+    capture: Capture = field(default_factory=Capture)
+    """Where the handler reports what the call printed (kept bounded, `floxy_core.capture`)."""
 
 
 @runtime_checkable
@@ -110,3 +114,10 @@ class Store(Protocol):
     def get_dlq(self, instance_id: int | None = None) -> list[DLQRecord]: ...
 
     def find_dlq(self, dlq_id: int) -> DLQRecord: ...
+
+    def get_logs(
+        self, instance_id: int, step_name: str | None = None, after_id: int = 0
+    ) -> list[CallLog]:
+        """The instance's call logs in the order the calls ended, only `step_name`'s when
+        given, only those stored after the log `after_id` (following a run)."""
+        ...

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from floxy_core import values
+from floxy_core.capture import Capture
 from floxy_core.durations import MAX_DURATION_MS
 from floxy_core.engine import restart
 from floxy_core.engine.decisions import Engine, Outcome, Work, hold_s
@@ -28,7 +29,7 @@ from floxy_core.errors import (
     UnstorableValue,
 )
 from floxy_core.logs import get_logger
-from floxy_core.model import JSON, Instance, QueueItem, WorkflowDefinition
+from floxy_core.model import JSON, CallLog, Instance, QueueItem, WorkflowDefinition
 from floxy_core.ports import Clock, Handler, StepContext, Store
 from floxy_core.records import record, replace
 
@@ -77,6 +78,25 @@ def _committed(claimed: _Claimed) -> Work | None:
     return work if work.item_id == item.id else replace(work, item_id=item.id)
 
 
+def _call_log(
+    work: Work, capture: Capture, started: float, ended: float, outcome: Outcome
+) -> CallLog:
+    return CallLog(
+        instance_id=work.instance_id,
+        step_name=work.step_name,
+        handler=work.handler,
+        retry_count=work.retry_count,
+        compensation=work.compensation,
+        started_at=started,
+        ended_at=ended,
+        outcome="completed" if outcome.ok else "failed",
+        stdout=capture.stdout.text(),
+        stderr=capture.stderr.text(),
+        truncated=capture.truncated,
+        exit_code=capture.exit_code,
+    )
+
+
 class Runtime:
     """Runs instances of registered workflows with a pool of worker threads."""
 
@@ -116,6 +136,10 @@ class Runtime:
         self._store_down_since: float | None = None
         self.on_store_error: Callable[[Exception], None] | None = None
         """Called for every failed store call of a worker (metrics); the worker keeps going."""
+        self.on_call: Callable[[CallLog, str | None], None] | None = None
+        """Called once a handler call's result is stored, with its log and the status its step
+        then has (None: the instance no longer holds the step); floxyd logs it. Errors are
+        logged only."""
         self._threads: list[threading.Thread] = []
         self._running: dict[int, _Running] = {}
         self._running_lock = threading.Lock()
@@ -277,8 +301,10 @@ class Runtime:
         entry = _Running(work, threading.Event(), threading.Event())
         with self._running_lock:
             self._running[work.item_id] = entry
+        capture = Capture()
+        started, began = self.clock.now(), time.monotonic()
         try:
-            outcome = self._call(handler, work, entry.interrupt)
+            outcome = self._call(handler, work, entry.interrupt, capture)
         finally:
             with self._running_lock:
                 self._running.pop(work.item_id, None)
@@ -296,16 +322,20 @@ class Runtime:
                 f"call is unknown ({outcome.error})",
                 retryable=False,
             )
+        call = _call_log(work, capture, started, started + time.monotonic() - began, outcome)
         asked = self.clock.now()
-        return self._record(work, outcome, chain), asked
+        return self._record(work, outcome, chain, call), asked
 
-    def _record(self, work: Work, outcome: Outcome, chain: bool) -> Work | None:
+    def _record(self, work: Work, outcome: Outcome, chain: bool, call: CallLog) -> Work | None:
         """Apply a handler's outcome, retrying through a short store outage: dropping it would
         run the step again after the lease (or fail a no_idempotent step for nothing).
 
-        In the same transaction the worker claims the next step of the instance when it can run
-        it at once (`Engine.chain`); that call is returned, with the id its queue row got.
+        The call's log is written in the same transaction; a result refused by fencing keeps its
+        log, marked `refused`. In the same transaction the worker claims the next step of the
+        instance when it can run it at once (`Engine.chain`); that call is returned, with the id
+        its queue row got.
         """
+        status: list[str | None] = [None]
 
         def decide(tx: Transition) -> _Claimed:
             item = next((i for i in tx.state.queue if i.id == work.item_id), None)
@@ -317,8 +347,13 @@ class Runtime:
                     work.step_name,
                     work.instance_id,
                 )
+                tx.add_log(replace(call, outcome="refused"))
+                status[0] = "refused"
                 return None
+            tx.add_log(call)
             self.engine.apply(tx, work, outcome)
+            row = tx.state.steps.get(work.step_name)
+            status[0] = None if row is None else row.status.value
             if not chain or self._draining.is_set() or self._stop.is_set():
                 return None
             return self.engine.chain(tx, work.worker, self.handlers.keys())
@@ -327,7 +362,9 @@ class Runtime:
         deadline = time.monotonic() + self.engine.config.lease_ms / 1000.0
         while True:
             try:
-                return _committed(self.transact(work.instance_id, decide))
+                claimed = _committed(self.transact(work.instance_id, decide))
+                self._called(call, status[0])
+                return claimed
             except StoreRejected as exc:
                 # The database refused the result's data: storing it again cannot help, and
                 # dropping it would call the handler again after the lease. A failed attempt
@@ -336,6 +373,7 @@ class Runtime:
                     raise
                 log.warning("the result of %s was refused by the store: %s", work.step_name, exc)
                 outcome = Outcome(error=f"{_REJECTED}{values.text(str(exc))}")
+                call = replace(call, outcome="failed")
             except StoreError as exc:
                 if isinstance(exc, NotFoundError | ConflictError):
                     raise
@@ -345,7 +383,16 @@ class Runtime:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _call(self, handler: Handler | None, work: Work, interrupt: threading.Event) -> Outcome:
+    def _called(self, call: CallLog, status: str | None) -> None:
+        if self.on_call is not None:
+            try:
+                self.on_call(call, status)
+            except Exception:
+                log.exception("the call observer failed on %s", call.step_name)
+
+    def _call(
+        self, handler: Handler | None, work: Work, interrupt: threading.Event, capture: Capture
+    ) -> Outcome:
         if handler is None:
             return Outcome(error=f"handler {work.handler!r} is not registered", retryable=False)
         ctx = StepContext(
@@ -359,6 +406,7 @@ class Runtime:
             timeout_s=work.timeout_ms / 1000.0 if work.timeout_ms else None,
             debug=self.debug,
             interrupt=interrupt,
+            capture=capture,
         )
         started = time.monotonic()
         try:

@@ -23,6 +23,7 @@ from floxyctl import exits
 from floxyctl.app import FileOpt, InputOpt, OutputOpt
 from floxyctl.common import fail, given_once, plugins, print_warnings, refuse
 from floxyctl.db import DB_EPILOG, MIGRATE_EPILOG, DbSettings, connect, guard, open_store, with_db
+from floxyctl.logs_cmd import logs
 from floxyctl.options import OutputFormat
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def register(app: typer.Typer) -> None:
         ("inspect", inspect, DB_EPILOG),
         ("list", status, DB_EPILOG),
         ("status", status, DB_EPILOG),
+        ("logs", logs, DB_EPILOG),
         ("migrate", migrate, MIGRATE_EPILOG),
     ]
     for name, command, epilog in commands:

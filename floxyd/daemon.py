@@ -26,10 +26,41 @@ from floxyd.tech import DatabaseGauges, HealthCheck, Metrics, TechServer, TechSt
 if TYPE_CHECKING:
     import psycopg
 
-    from floxy_core.model import WorkflowFile
+    from floxy_core.model import CallLog, WorkflowFile
     from floxy_core.ports import Handler
 
 log = logging.getLogger("floxyd")
+steps_log = logging.getLogger("floxyd.steps")
+"""One info line per handler call's step transition; `FLOXY_LOG_LEVEL=warning` silences it."""
+
+
+def log_call(call: CallLog, status: str | None) -> None:
+    """Say how a handler call moved its step, with the fields `--log-format json` shows."""
+    duration_ms = round(max(0.0, call.ended_at - call.started_at) * 1000)
+    status = status or call.outcome
+    fields = {
+        "instance_id": call.instance_id,
+        "step": call.step_name,
+        "handler": call.handler,
+        "compensation": call.compensation,
+        "status": status,
+        "outcome": call.outcome,
+        "attempt": call.retry_count + 1,
+        "duration_ms": duration_ms,
+        "exit_code": call.exit_code,
+    }
+    steps_log.info(
+        "%s%s (instance %d): call %s, step %s (attempt %d, %d ms)",
+        "compensation of " if call.compensation else "",
+        call.step_name,
+        call.instance_id,
+        call.outcome,
+        status,
+        call.retry_count + 1,
+        duration_ms,
+        extra={"fields": fields},
+    )
+
 
 _FATAL_CONNECT = (
     "password authentication failed",
@@ -358,6 +389,7 @@ class Daemon:
             distributed=True,
         )
         self.runtime.on_store_error = lambda exc: self.metrics.database_errors.inc()
+        self.runtime.on_call = log_call
         self.runtime.start()
         if cfg.maintenance_interval > 0:
             self.maintenance = Maintenance(

@@ -15,6 +15,7 @@ from typing import Any
 
 from floxy_core.model import (
     JSON,
+    CallLog,
     CancelRequest,
     DLQRecord,
     Event,
@@ -84,6 +85,8 @@ class Transition:
         self.new_decisions: list[HumanDecision] = []
         self.cancel_request_done = False
         self.hooks: list[HookCall] = []
+        self.new_logs: list[CallLog] = []
+        """Handler output to keep, written with the rest (not a state change: not `changed`)."""
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -238,6 +241,9 @@ class Transition:
     def add_decision(self, decision: HumanDecision) -> None:
         self.state.decisions[decision.step_name] = decision
         self.new_decisions.append(decision)
+
+    def add_log(self, log: CallLog) -> None:
+        self.new_logs.append(log)
 
     def hook(self, name: str, **kwargs: Any) -> None:
         self.hooks.append(HookCall(name, kwargs))

@@ -19,6 +19,7 @@ Contract (DECISIONS.md "Bash handler environment", which wins over the reference
 * Stdout and stderr are read in large chunks, waking at most every ``_COALESCE_S`` while small
   writes trickle in, so a handler spewing to stderr costs floxy little CPU; stderr keeps its last
   ``max_stderr_bytes`` behind a marker saying how much was cut.
+* Both streams are also reported to ``ctx.capture`` (kept with the step, bounded there).
 * Stdout must be exactly one JSON value. The script runs in its own session so that a timeout or a
   cancel kills the whole process group, grandchildren included.
 """
@@ -222,6 +223,7 @@ class BashHandler:
             debug(f"[DEBUG] handler '{self.name}' input: {input_json}")
 
         returncode, out, err = self._run(argv, self._environment(ctx, data, input_json), ctx)
+        ctx.capture.exit_code = returncode
 
         stderr = err.decode("utf-8", errors="replace")
         if debug is not None:
@@ -415,6 +417,9 @@ class BashHandler:
         finally:
             if pidfd >= 0:
                 os.close(pidfd)
+            # Kept with the step whatever ended the call (floxy_core.capture bounds both).
+            ctx.capture.write("stdout", out)
+            ctx.capture.write("stderr", err.buf, cut_before=err.cut)
         return proc.wait(), bytes(out), err.value()
 
     def _result(self, returncode: int, out: bytes, stderr: str) -> JSON:

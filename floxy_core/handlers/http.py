@@ -22,6 +22,8 @@ Contract (spec §15.2, with the changes the port makes on purpose):
 * The response body is read as a stream and abandoned at ``max_body_bytes``, so a runaway server
   cannot exhaust memory.
 * Redirects are followed, as Go's default client did.
+* The call's log (``ctx.capture``) holds the response's status line and the body read, as
+  "stdout": what an operator looks at when a call went wrong; stderr stays empty.
 """
 
 from __future__ import annotations
@@ -328,7 +330,12 @@ class HttpHandler:
             ) as response:
                 status = response.status_code
                 ok = 200 <= status < 300
+                # The call's log (floxy_core.capture): the status line, then the body read.
+                ctx.capture.exit_code = status
+                reason = response.reason_phrase or ""
+                ctx.capture.write("stdout", f"{response.http_version} {status} {reason}\n")
                 content = self._read_body(response, ok=ok, deadline=deadline, timeout=timeout)
+                ctx.capture.write("stdout", content)
                 retry_after = response.headers.get("Retry-After")
         except httpx.TimeoutException as exc:
             raise HandlerTimeout(

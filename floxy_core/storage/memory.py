@@ -17,6 +17,7 @@ from floxy_core.engine.state import HookCall, InstanceState, Transition
 from floxy_core.errors import ConflictError, NotFoundError
 from floxy_core.model import (
     JSON,
+    CallLog,
     DLQRecord,
     Event,
     Instance,
@@ -25,6 +26,7 @@ from floxy_core.model import (
     StepRecord,
     WorkflowDefinition,
 )
+from floxy_core.records import replace
 from floxy_core.status import InstanceStatus, StepStatus
 
 T = TypeVar("T")
@@ -108,7 +110,8 @@ class MemoryStore:
         self._by_status: dict[int, dict[StepStatus, dict[str, StepRecord]]] = {}
         """Per instance, its rows by status, kept at commit, so a front end that follows a run
         reads the few rows it looks for, not the whole instance, on every change."""
-        self._ids = {"instance": 0, "step": 0, "queue": 0, "event": 0, "dlq": 0}
+        self._logs: dict[int, list[CallLog]] = {}
+        self._ids = {"instance": 0, "step": 0, "queue": 0, "event": 0, "dlq": 0, "log": 0}
 
     def _next_id(self, kind: str) -> int:
         self._ids[kind] += 1
@@ -247,6 +250,9 @@ class MemoryStore:
                     self._next_id("event"),
                 )
             )
+        if tx.new_logs:
+            logs = self._logs.setdefault(state.instance.id, [])
+            logs.extend(replace(log, id=self._next_id("log")) for log in tx.new_logs)
         if tx.cancel_request_done:
             state.cancel_request = None
         index = self._by_status.setdefault(state.instance.id, {})
@@ -348,6 +354,17 @@ class MemoryStore:
         with self._lock:
             self._state(instance_id)
             return list(self._events[instance_id])
+
+    def get_logs(
+        self, instance_id: int, step_name: str | None = None, after_id: int = 0
+    ) -> list[CallLog]:
+        with self._lock:
+            self._state(instance_id)
+            return [
+                log
+                for log in self._logs.get(instance_id, [])
+                if log.id > after_id and step_name in (None, log.step_name)
+            ]
 
     def get_dlq(self, instance_id: int | None = None) -> list[DLQRecord]:
         with self._lock:

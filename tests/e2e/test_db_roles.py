@@ -31,6 +31,7 @@ READS = (
     ["workflows"],
     ["dlq", "list"],
     ["dlq", "show", "1"],
+    ["logs", "1"],
 )
 SCHEMA_EXIT = 6
 

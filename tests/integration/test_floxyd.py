@@ -412,6 +412,12 @@ def test_two_daemons_with_different_handlers_complete_a_flow_together(
     records = [json.loads(line) for line in only_b.log().splitlines() if line.strip()]
     assert {"time", "level", "logger", "message"} <= set(records[0])
     assert any("handler a (used by demo-v1)" in r["message"] for r in records)
+    # one info line per step transition of a call, with its fields
+    calls = [r for r in records if r["logger"] == "floxyd.steps"]
+    assert {(r["instance_id"], r["step"], r["status"], r["attempt"]) for r in calls} == {
+        (instance, "second", "completed", 1) for instance in instances
+    }
+    assert all(r["level"] == "info" and r["duration_ms"] >= 0 for r in calls)
 
 
 def test_sigterm_lets_the_running_step_finish_then_exits_0(

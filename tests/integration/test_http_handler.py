@@ -168,6 +168,21 @@ def closed_port() -> int:
 # --- success -----------------------------------------------------------------------------------
 
 
+def test_the_call_log_holds_the_status_line_and_the_body(serve: Any, handlers: Any) -> None:
+    ok_server = serve(status(200, '{"charged": true}'))
+    step = ctx()
+    assert handlers(ok_server.url)(step, {}) == {"charged": True}
+    assert step.capture.stdout.text() == 'HTTP/1.1 200 OK\n{"charged": true}'
+    assert (step.capture.exit_code, step.capture.stderr.text()) == (200, "")
+
+    failing = serve(status(503, "card service down"))
+    step = ctx()
+    with pytest.raises(HandlerError):
+        handlers(failing.url)(step, {})
+    assert step.capture.stdout.text() == "HTTP/1.1 503 Service Unavailable\ncard service down"
+    assert step.capture.exit_code == 503
+
+
 def test_success_sends_the_documented_request(serve: Any, handlers: Any) -> None:
     server = serve(status(200, '{"charged": true, "amount": 12.5}'))
     handler = handlers(server.url)

@@ -18,6 +18,7 @@ PARTITIONED = [
     "workflows.workflow_events",
     "workflows.workflow_dlq",
     "workflows.workflow_join_state",
+    "workflows.workflow_step_logs",
 ]
 
 

@@ -190,3 +190,32 @@ SELECT workflow_id, aborted FROM workflows.workflow_abort_counts ORDER BY workfl
 
 -- name: retries_of
 SELECT id FROM workflows.workflow_instances WHERE retry_of = %(id)s ORDER BY id;
+
+-- name: insert_step_logs
+-- migrations_pro/010: the call logs of one decision, sent after `apply` in its batch (or alone,
+-- for a result refused by fencing); the number written.
+WITH written AS (
+    INSERT INTO workflows.workflow_step_logs (instance_id, step_name, handler, retry_count,
+                                              compensation, started_at, ended_at, outcome,
+                                              exit_code, stdout, stderr, truncated, created_at)
+    SELECT l.instance_id, l.step_name, l.handler, l.retry_count, l.compensation,
+           to_timestamp(l.started_at), to_timestamp(l.ended_at), l.outcome, l.exit_code,
+           l.stdout, l.stderr, l.truncated, coalesce(%(now)s::timestamptz, clock_timestamp())
+    FROM jsonb_to_recordset(%(logs)s::jsonb) AS l(
+        instance_id BIGINT, step_name TEXT, handler TEXT, retry_count INTEGER,
+        compensation BOOLEAN, started_at FLOAT8, ended_at FLOAT8, outcome TEXT,
+        exit_code INTEGER, stdout TEXT, stderr TEXT, truncated BOOLEAN)
+    RETURNING 1
+)
+SELECT count(*) FROM written;
+
+-- name: get_logs
+-- The call logs of one instance in the order they were written, of one step if named, after
+-- the log `after_id` (a follower's last).
+SELECT id, instance_id, step_name, handler, retry_count, compensation,
+       extract(epoch FROM started_at)::float8, extract(epoch FROM ended_at)::float8, outcome,
+       exit_code, stdout, stderr, truncated
+FROM workflows.workflow_step_logs
+WHERE instance_id = %(id)s AND id > %(after_id)s
+  AND (%(step)s::text IS NULL OR step_name = %(step)s)
+ORDER BY id;

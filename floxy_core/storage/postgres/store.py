@@ -30,6 +30,7 @@ from floxy_core.errors import ConflictError, NotFoundError, StoreError, StoreRej
 from floxy_core.logs import get_logger
 from floxy_core.model import (
     JSON,
+    CallLog,
     CancelRequest,
     DLQRecord,
     Event,
@@ -588,9 +589,14 @@ class PostgresStore:
         return state, keys
 
     def _finish(self, unit: _Unit, tx: Transition, keys: _Keys) -> None:
-        """Commit every write of `tx` as one `floxy_apply` call; give new records their ids."""
+        """Commit every write of `tx` as one `floxy_apply` call, and its call logs in the same
+        batch (no round trip of their own); give new records their ids."""
+        logs = self._logs_params(tx)
         if not tx.changed and tx.state.cancel_request is None:
-            unit.commit()
+            if logs is None:
+                unit.commit()
+            else:
+                unit.commit(q("insert_step_logs"), logs)
             return
         inst = tx.instance
         doc: dict[str, Any] = {
@@ -684,13 +690,45 @@ class PostgresStore:
             text = values.dumps(doc)
         except (TypeError, ValueError) as exc:  # caught before the write, never retried as is
             raise StoreRejected(f"cannot encode the write as JSON: {exc}") from exc
-        ids = unit.commit(q("apply"), {"doc": text})
+        if logs is None:
+            ids = unit.commit(q("apply"), {"doc": text})
+        else:  # the first statement's value is the batch's: apply's ids
+            batch = q("apply").rstrip(";") + ";\n" + q("insert_step_logs")
+            ids = unit.commit(batch, {"doc": text, **logs})
         for step in tx.new_steps:
             step.id = int(ids["step_ids"][step.step_name])
         for record, new_id in zip(tx.new_dlq, ids["dlq_ids"], strict=True):
             record.id = int(new_id)
         for item, new_id in zip(tx.new_queue, ids["queue_ids"], strict=True):
             item.id = int(new_id)
+
+    def _logs_params(self, tx: Transition) -> dict[str, Any] | None:
+        """The parameters of `insert_step_logs` for the call logs of `tx` (None: it has none).
+        The texts were made storable (no NUL) by `floxy_core.capture`."""
+        if not tx.new_logs:
+            return None
+        rows = [
+            {
+                "instance_id": log.instance_id,
+                "step_name": log.step_name,
+                "handler": log.handler,
+                "retry_count": log.retry_count,
+                "compensation": log.compensation,
+                "started_at": _micro(log.started_at),
+                "ended_at": _micro(log.ended_at),
+                "outcome": log.outcome,
+                "exit_code": log.exit_code,
+                "stdout": log.stdout,
+                "stderr": log.stderr,
+                "truncated": log.truncated,
+            }
+            for log in tx.new_logs
+        ]
+        try:
+            text = values.dumps(rows)
+        except (TypeError, ValueError) as exc:
+            raise StoreRejected(f"cannot encode the call logs as JSON: {exc}") from exc
+        return {"logs": text, "now": self._now(tx.now)}
 
     @staticmethod
     def _referenced_ids(tx: Transition, keys: _Keys) -> dict[str, int]:
@@ -921,6 +959,33 @@ class PostgresStore:
                 r[3] or {},
                 r[4].timestamp(),
                 int(r[0]),
+            )
+            for r in rows
+        ]
+
+    def get_logs(
+        self, instance_id: int, step_name: str | None = None, after_id: int = 0
+    ) -> list[CallLog]:
+        params = {"id": instance_id, "step": step_name, "after_id": after_id}
+        with self._conn() as conn:
+            rows = conn.execute(q("get_logs"), params).fetchall()
+        if not rows:
+            self.get_instance(instance_id)  # an unknown instance is NotFoundError, as in memory
+        return [
+            CallLog(
+                id=int(r[0]),
+                instance_id=int(r[1]),
+                step_name=r[2],
+                handler=r[3],
+                retry_count=r[4],
+                compensation=r[5],
+                started_at=r[6],
+                ended_at=r[7],
+                outcome=r[8],
+                exit_code=r[9],
+                stdout=r[10],
+                stderr=r[11],
+                truncated=r[12],
             )
             for r in rows
         ]
