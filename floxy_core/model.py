@@ -184,11 +184,48 @@ class WorkflowDefinition:
         """
         import hashlib
 
-        data = self.to_json()
+        text = json.dumps(self._compared(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _compared(self) -> dict[str, Any]:
+        """What the immutability rule compares: the graph, without the handlers' `exec`."""
+        data: dict[str, Any] = self.to_json()
         for step in data["steps"].values():
             step["metadata"].pop("exec", None)
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return data
+
+    def changes_from(self, old: WorkflowDefinition, limit: int = 5) -> list[str]:
+        """What differs from `old` (registered under the same id), for the refusal message."""
+        before, after = old._compared(), self._compared()
+        changes: list[str] = []
+        for key in ("start", "dlq_enabled"):
+            if before[key] != after[key]:
+                changes.append(f"{key} {_shown(before[key])} → {_shown(after[key])}")
+        old_steps, new_steps = before["steps"], after["steps"]
+        changes += [f"step {n} added" for n in new_steps if n not in old_steps]
+        changes += [f"step {n} removed" for n in old_steps if n not in new_steps]
+        for name in (n for n in new_steps if n in old_steps):
+            was, now = old_steps[name], new_steps[name]
+            for key in sorted(set(was) | set(now)):
+                if was.get(key) != now.get(key):
+                    changes.append(
+                        f"step {name}: {key} {_shown(was.get(key))} → {_shown(now.get(key))}"
+                    )
+        if len(changes) > limit:
+            changes[limit:] = [f"{len(changes) - limit} more"]
+        return changes
+
+    def conflict_message(self, old: WorkflowDefinition) -> str:
+        changes = "; ".join(self.changes_from(old)) or "the graph differs"
+        return (
+            f"workflow {self.id} is already registered with different content ({changes}); "
+            "bump `version` to register a changed flow"
+        )
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @record(frozen=True)

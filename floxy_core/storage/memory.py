@@ -125,10 +125,7 @@ class MemoryStore:
             existing = self._definitions.get(definition.id)
             if existing is not None:
                 if existing.content_hash != definition.content_hash:
-                    raise ConflictError(
-                        f"workflow {definition.id} is already registered with different steps; "
-                        "bump `version` to register a changed flow"
-                    )
+                    raise ConflictError(definition.conflict_message(existing))
                 return False
             self._definitions[definition.id] = definition
             return True

@@ -187,9 +187,14 @@ def test_register_is_idempotent_and_refuses_a_changed_version(pg_dsn: str, flows
         "unchanged pay-v1",
     ]
 
+    # A handler's exec is the daemon's, not the flow's: changing it changes no definition.
+    flows.write_text(FLOWS.replace("exec: echo '{}'", "exec: echo '{\"v\":2}'"))
+    assert ok("register", "-f", str(flows), dsn=pg_dsn).splitlines()[0] == "unchanged approval-v1"
+
     flows.write_text(FLOWS.replace("- pack\n", "- pack\n      - pack_more\n", 1))
     line = usage_error(floxyctl("register", "-f", str(flows), dsn=pg_dsn))
-    assert "approval-v1 is already registered with different content" in line
+    assert "approval-v1 is already registered with different content (" in line
+    assert "step pack_more added" in line and 'step pack: next null → ["pack_more"]' in line
     assert "bump `version`" in line
 
     flows.write_text(FLOWS.replace("  - name: approval\n", "  - name: approval\n    version: 2\n"))

@@ -323,10 +323,8 @@ class PostgresStore:
             if inserted is None:
                 row = conn.execute(q("definition_by_id"), {"id": definition.id}).fetchone()
                 if row is not None and row[3] != definition.content_hash:
-                    raise ConflictError(
-                        f"workflow {definition.id} is already registered with different "
-                        "content; bump `version` to register a changed flow"
-                    )
+                    old = WorkflowDefinition.from_json(row[0], row[1], row[2])
+                    raise ConflictError(definition.conflict_message(old))
         self._definitions[definition.id] = definition
         return inserted is not None
 
