@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from floxy_core import values
 from floxy_core.durations import format_ms
 from floxy_core.model import Event, Instance, StepRecord
+from floxy_core.records import record
 from floxy_core.status import InstanceStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -61,6 +62,114 @@ def attempts(events: list[Event]) -> Counter[str]:
     )
 
 
+@record(frozen=True)
+class StepView:
+    """One step as the status table shows it: what became of its call and of its rollback,
+    told apart (the stored status alone says `rolled_back` for all of them)."""
+
+    row: StepRecord
+    label: str
+    icon: str
+    style: str
+    attempts: int
+    notes: tuple[str, ...] = ()
+
+
+def step_views(steps: list[StepRecord], events: list[Event]) -> list[StepView]:
+    """The table's rows, derived from the step rows and the instance's events (a pure function:
+    the same inputs give the same rows)."""
+    counts = attempts(events)
+    by_step: dict[str, list[Event]] = {}
+    for event in events:
+        if event.step_name:
+            by_step.setdefault(event.step_name, []).append(event)
+    return [_view(row, by_step.get(row.step_name, []), counts[row.step_name]) for row in steps]
+
+
+def _view(row: StepRecord, events: list[Event], calls: int) -> StepView:
+    from floxy_core.engine.rollback import COMPENSATION_EXHAUSTED, INTERRUPTED_PREFIX
+
+    status = row.status
+    label, icon, style = status.value, ICONS.get(status, "○"), STYLES.get(status, "")
+    notes = tuple(filter(None, [_compensation_note(events), _decision_note(events)]))
+    if status in (StepStatus.ROLLED_BACK, StepStatus.COMPENSATION):
+        # what its call had come to before the rollback: it keeps the error it had
+        origin = ""
+        if row.error is not None and row.error.startswith(INTERRUPTED_PREFIX):
+            origin, icon, style = "interrupted", ICONS[StepStatus.INTERRUPTED], "red"
+        elif row.error is not None:
+            origin, icon, style = "failed", ICONS[StepStatus.FAILED], "red"
+        if status is StepStatus.COMPENSATION:
+            label = ", ".join(filter(None, [origin, "compensating"]))
+        elif _rollback_of(events) == "compensation_success":
+            label = ", ".join(filter(None, [origin, "compensated"]))
+        else:
+            label = f"{origin or 'rolled back'}, nothing to undo"
+            style = style if origin else "dim yellow"
+    elif status is StepStatus.FAILED and events:
+        last = events[-1]
+        if last.type == "step_retry":
+            label = "failed, will retry"
+        elif last.type == "step_failed" and last.payload.get("error") == COMPENSATION_EXHAUSTED:
+            label = "compensation failed"
+    return StepView(row, label, icon, style, calls, notes)
+
+
+def _rollback_of(events: list[Event]) -> str | None:
+    """How the last rollback of a step ended: `compensation_success`,
+    `rolled_back_no_compensation`, or None (not rolled back)."""
+    reasons = ("compensation_success", "rolled_back_no_compensation")
+    found = [
+        e.payload.get("reason")
+        for e in events
+        if e.type == "step_completed" and e.payload.get("reason") in reasons
+    ]
+    return str(found[-1]) if found else None
+
+
+def _compensation_note(events: list[Event]) -> str | None:
+    """`↳ compensation: 2 calls, succeeded` and the like, from the compensation events."""
+    from floxy_core.engine.rollback import COMPENSATION_EXHAUSTED
+
+    queued = failed = 0
+    outcome = ""
+    for e in events:
+        reason = e.payload.get("reason")
+        if e.type == "step_started" and reason == "compensation":
+            queued += 1
+            outcome = "queued"
+        elif e.type == "step_failed" and reason == "compensation_retry":
+            failed += 1
+            outcome = f"call failed, will retry: {_first_line(str(e.payload.get('error')), 120)}"
+        elif e.type == "step_completed" and reason == "compensation_success":
+            outcome = "succeeded"
+        elif e.type == "step_failed" and e.payload.get("error") == COMPENSATION_EXHAUSTED:
+            failed += 1
+            cause = _first_line(str(e.payload.get("cause")), 120)
+            outcome = f"failed, no retries left: {cause}"
+        elif e.type == "step_interrupted" and e.payload.get("compensation"):
+            outcome = "interrupted by an abort"
+    if not queued:
+        return None
+    calls = failed + (outcome in ("succeeded", "interrupted by an abort"))
+    if not calls:
+        return f"↳ compensation: {outcome}"
+    return f"↳ compensation: {calls} call{'s' if calls != 1 else ''}, {outcome}"
+
+
+def _decision_note(events: list[Event]) -> str | None:
+    """`↳ confirmed by alice: ok up to 500 EUR` for a human step that was answered."""
+    for e in reversed(events):
+        decision = e.payload.get("decision")
+        if e.type in ("step_completed", "step_failed") and decision:
+            comment = e.payload.get("comment")
+            who = e.payload.get("decided_by") or "?"
+            return f"↳ {decision} by {who}" + (
+                f": {_first_line(str(comment), 200)}" if comment else ""
+            )
+    return None
+
+
 def _duration(row: StepRecord) -> str:
     if row.started_at is None:
         return "-"
@@ -83,34 +192,41 @@ def steps_table(
     from rich.table import Table
     from rich.text import Text
 
-    counts = attempts(events)
     table = Table(title=title, title_justify="left", expand=False, box=None, pad_edge=False)
-    for column in ("", "step", "type", "status", "attempts", "duration", "error"):
-        table.add_column(column, no_wrap=column != "error")
-    for row in steps:
-        style = STYLES.get(row.status, "")
+    for column in ("", "step", "type", "status", "attempts", "duration", "details"):
+        table.add_column(column, no_wrap=column != "details")
+    for view in step_views(steps, events):
+        row = view.row
+        details = Text(_first_line(row.error), style="red")
+        for note in view.notes:
+            details.append("\n" if details else "")
+            details.append(note, style="dim")
         table.add_row(
-            Text(ICONS.get(row.status, "○"), style=style),
+            Text(view.icon, style=view.style),
             row.step_name,
             row.step_type.value,
-            Text(row.status.value, style=style),
-            str(counts.get(row.step_name, 0)),
+            Text(view.label, style=view.style),
+            str(view.attempts),
             _duration(row),
-            Text(_first_line(row.error), style="red"),
+            details,
         )
     return table
 
 
 def plain_steps(steps: list[StepRecord], events: list[Event], out: TextIO) -> None:
-    counts = attempts(events)
-    width = max((len(r.step_name) for r in steps), default=4)
-    for row in steps:
+    views = step_views(steps, events)
+    width = max((len(v.row.step_name) for v in views), default=4)
+    label_width = max([16, *(len(v.label) for v in views)])
+    for view in views:
+        row = view.row
         line = (
-            f"  {ICONS.get(row.status, '○')} {row.step_name:<{width}}  {row.status.value:<16} "
-            f"attempts={counts.get(row.step_name, 0)} duration={_duration(row)}"
+            f"  {view.icon} {row.step_name:<{width}}  {view.label:<{label_width}} "
+            f"attempts={view.attempts} duration={_duration(row)}"
         )
         error = _first_line(row.error, 200)
         print(line + (f"  error: {error}" if error else ""), file=out)
+        for note in view.notes:
+            print(f"{' ' * (width + 6)}{note}", file=out)
 
 
 def summary(
