@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from floxy_core import values
 from floxy_core.durations import format_ms
-from floxy_core.model import Event, Instance, StepRecord
+from floxy_core.model import Event, Instance, StepRecord, WorkflowDefinition
 from floxy_core.records import record
 from floxy_core.status import InstanceStatus, StepStatus
 
@@ -170,12 +172,15 @@ def _decision_note(events: list[Event]) -> str | None:
     return None
 
 
-def _duration(row: StepRecord) -> str:
+def _duration(row: StepRecord, now: float | None = None) -> str:
+    """How long the step ran; with `now`, a running step's time so far (it ticks)."""
     if row.started_at is None:
         return "-"
     end = row.completed_at
     if end is None:
-        return "…"
+        if now is None or row.status is not StepStatus.RUNNING:
+            return "…"
+        end = max(now, row.started_at)
     return format_ms((end - row.started_at) * 1000)
 
 
@@ -187,8 +192,15 @@ def _first_line(text: str | None, width: int = 80) -> str:
 
 
 def steps_table(
-    steps: list[StepRecord], events: list[Event], title: str | None = None
+    steps: list[StepRecord],
+    events: list[Event],
+    title: str | None = None,
+    *,
+    now: float | None = None,
+    unreached: Sequence[tuple[str, str]] = (),
 ) -> RenderableType:
+    """The rich table; `now` makes running durations tick, `unreached` (name, type) lists the
+    steps of the definition not reached yet, dimmed."""
     from rich.table import Table
     from rich.text import Text
 
@@ -207,9 +219,11 @@ def steps_table(
             row.step_type.value,
             Text(view.label, style=view.style),
             str(view.attempts),
-            _duration(row),
+            _duration(row, now),
             details,
         )
+    for name, kind in unreached:
+        table.add_row(Text("·", style="dim"), name, kind, "—", "", "", "", style="dim")
     return table
 
 
@@ -227,6 +241,117 @@ def plain_steps(steps: list[StepRecord], events: list[Event], out: TextIO) -> No
         print(line + (f"  error: {error}" if error else ""), file=out)
         for note in view.notes:
             print(f"{' ' * (width + 6)}{note}", file=out)
+
+
+class Progress:
+    """What a follower of a running instance shows on `stream` (stderr) while it waits: on a
+    terminal, the step table redrawn in place (running durations tick, the steps not reached
+    yet listed dimmed); otherwise one line per change, `12:00:01Z reserve running`.
+
+    `update` takes each new snapshot; nothing here reads a store or sleeps.
+    """
+
+    def __init__(self, stream: TextIO, definition: WorkflowDefinition | None = None) -> None:
+        self.stream = stream
+        self.fancy = fancy(stream)
+        self._planned = _planned_steps(definition)
+        self._snapshot: tuple[Instance, list[StepRecord], list[Event]] | None = None
+        self._shown: dict[str, str] = {}
+        self._status: str | None = None
+        self._live: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.fancy:
+            from rich.live import Live
+
+            self._live = Live(
+                console=console_for(self.stream),
+                get_renderable=self._renderable,
+                refresh_per_second=4,
+                transient=True,
+            )
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pause()
+
+    def pause(self) -> None:
+        """Clear the live table (before a prompt, or at the end)."""
+        if self._live is not None:
+            self._live.stop()
+
+    def resume(self) -> None:
+        if self._live is not None:
+            self._live.start()
+
+    def update(self, instance: Instance, steps: list[StepRecord], events: list[Event]) -> None:
+        self._snapshot = (instance, steps, events)
+        if self._live is not None:
+            self._live.refresh()
+            return
+        for line in self._changes(instance, steps, events):
+            print(line, file=self.stream, flush=True)
+
+    def _renderable(self) -> RenderableType:
+        from rich.text import Text
+
+        if self._snapshot is None:
+            return Text("waiting for the instance…", style="dim")
+        instance, steps, events = self._snapshot
+        reached = {r.step_name for r in steps}
+        unreached = [(n, t) for n, t in self._planned if n not in reached]
+        title = f"{instance.workflow_id} #{instance.id}: {instance.status}"
+        return steps_table(steps, events, title, now=time.time(), unreached=unreached)
+
+    def _changes(
+        self, instance: Instance, steps: list[StepRecord], events: list[Event]
+    ) -> list[str]:
+        """A line for each step whose shown status changed, and for the instance's status."""
+        now = time.time()
+        last_at: dict[str | None, float] = {}
+        for event in events:
+            last_at[event.step_name] = event.at
+        changes: list[tuple[float, str]] = []
+        for view in step_views(steps, events):
+            row = view.row
+            if self._shown.get(row.step_name) == view.label:
+                continue
+            self._shown[row.step_name] = view.label
+            line = f"{row.step_name} {view.label}"
+            if row.completed_at is not None and row.started_at is not None:
+                line += f" {_duration(row)}"
+            error = _first_line(row.error, 200)
+            if error:
+                line += f"  error: {error}"
+            changes.append((last_at.get(row.step_name, now), line))
+        if instance.status.value != self._status:
+            self._status = instance.status.value
+            at = instance.updated_at or now
+            changes.append((at, f"instance {instance.id} {instance.status}"))
+        # in the order they happened (the instance's end comes after its last step's)
+        changes.sort(key=lambda change: change[0])
+        return [f"{_clock(at)} {line}" for at, line in changes]
+
+
+def _planned_steps(definition: WorkflowDefinition | None) -> list[tuple[str, str]]:
+    """The steps of a definition in its order, compensation handlers left out."""
+    if definition is None:
+        return []
+    from floxy_core.graph import graph_of
+
+    graph = graph_of(definition)
+    compensations = set()
+    for name in definition.steps:
+        comp = graph.compensation_of(name)
+        if comp is not None:
+            compensations.add(comp.name)
+    return [(n, s.type.value) for n, s in definition.steps.items() if n not in compensations]
+
+
+def _clock(at: float | None) -> str:
+    """`12:00:01Z`: a change's time in UTC (the event's, else now)."""
+    return time.strftime("%H:%M:%SZ", time.gmtime(time.time() if at is None else at))
 
 
 def summary(
