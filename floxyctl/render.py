@@ -261,6 +261,10 @@ class Progress:
         self._live: Any = None
 
     def __enter__(self) -> Progress:
+        self.start()
+        return self
+
+    def start(self) -> None:
         if self.fancy:
             from rich.live import Live
 
@@ -271,7 +275,6 @@ class Progress:
                 transient=True,
             )
             self._live.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.pause()

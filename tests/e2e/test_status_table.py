@@ -5,6 +5,8 @@ human decision with its comment."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from floxy_core.runtime import Runtime
 from floxy_core.status import StepStatus
 from floxy_core.storage.postgres import PostgresStore
+from tests.e2e.conftest import floxyctl_exe
 from tests.e2e.test_db_cli import drive, ok, start
 from tests.pgcluster import Cluster
 
@@ -120,3 +123,55 @@ def test_a_decision_shows_who_decided_and_the_comment(db: str) -> None:
     doc = json.loads(ok("inspect", str(instance_id), "--output", "json", dsn=db))
     decided = [e for e in doc["events"] if e["step"] == "approve" and e["type"] == "step_completed"]
     assert decided[0]["payload"]["comment"] == "ok up to 500"
+
+
+def test_a_piped_run_prints_a_line_per_change_while_it_runs(tmp_path: Path) -> None:
+    """CI: stderr is not a terminal, so `run` tells each change as it happens, not only at the
+    end (here the step `hold` runs until the test has seen its `running` line)."""
+    go = tmp_path / "go"
+    (tmp_path / "flow.yaml").write_text(
+        f"""
+handlers:
+  - name: hold
+    exec: |
+      until [ -f {go} ]; do sleep 0.02; done
+      echo '{{}}'
+flows:
+  - name: held
+    steps: [hold]
+"""
+    )
+    proc = subprocess.Popen(
+        [*floxyctl_exe(), "run", "-f", "flow.yaml"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    try:
+        assert proc.stderr is not None
+        first: list[str] = []
+        while "hold running" not in first:
+            line = proc.stderr.readline()
+            assert line, first
+            first.append(line.strip().split(" ", 1)[1])
+        # the first check may find `hold` not claimed yet
+        assert first in (
+            ["instance 1 running", "hold running"],
+            ["instance 1 running", "hold pending", "hold running"],
+        ), first
+        assert proc.poll() is None  # still running: the lines came before the end
+        go.touch()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert [ln.split(" ", 1)[1].split()[:2] for ln in err.splitlines()] == [
+        ["hold", "completed"],
+        ["instance", "1"],
+    ], err
+    assert "Workflow held-v1 (instance 1) completed" in out
