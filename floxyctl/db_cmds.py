@@ -346,7 +346,9 @@ class _Waiting:
             print(line, flush=True)
         with guard(db):
             deadline = started + self.timeout_s
-            note, code = _follow(store, instance_id, deadline, self.every_s, self.timeout_s)
+            note, code = _follow(
+                store, instance_id, deadline, self.every_s, self.timeout_s, live=not json_output
+            )
             _report(store, instance_id, json_output, time.monotonic() - started, note)
         raise typer.Exit(code)
 
@@ -369,7 +371,42 @@ def _unclaimed(steps: list[StepRecord]) -> bool:
 
 
 def _follow(
-    store: PostgresStore, instance_id: int, deadline: float, every: float, timeout_s: float
+    store: PostgresStore,
+    instance_id: int,
+    deadline: float,
+    every: float,
+    timeout_s: float,
+    *,
+    live: bool = True,
+) -> tuple[str | None, int]:
+    """Poll until the instance ends, pauses for good, or the deadline passes; with `live`, show
+    its progress on stderr meanwhile (render.Progress)."""
+    from floxyctl import render
+
+    progress = render.Progress(sys.stderr, _definition_of(store, instance_id)) if live else None
+    if progress is None:
+        return _poll(store, instance_id, deadline, every, timeout_s, None)
+    with progress:
+        return _poll(store, instance_id, deadline, every, timeout_s, progress)
+
+
+def _definition_of(store: PostgresStore, instance_id: int) -> Any:
+    """The definition an instance runs on, for the steps not reached yet (None if unreadable)."""
+    from floxy_core.errors import FloxyError
+
+    try:
+        return store.get_definition(store.get_instance(instance_id).workflow_id)
+    except FloxyError:
+        return None
+
+
+def _poll(
+    store: PostgresStore,
+    instance_id: int,
+    deadline: float,
+    every: float,
+    timeout_s: float,
+    progress: Any,
 ) -> tuple[str | None, int]:
     """Poll until the instance ends, pauses for good, or the deadline passes; say once on stderr
     when no worker takes the first step within UNCLAIMED_HINT_S."""
@@ -379,9 +416,11 @@ def _follow(
     hint_at: float | None = began + UNCLAIMED_HINT_S
     while True:
         instance = store.get_instance(instance_id)
+        steps = store.get_steps(instance_id)
+        if progress is not None:
+            progress.update(instance, steps, store.get_events(instance_id))
         if instance.status.terminal:
             return None, _exit_code(instance.status)
-        steps = store.get_steps(instance_id)
         note = _pause_note(instance, steps, store.get_dlq(instance_id))
         if note is not None:
             return note, exits.PAUSED
@@ -606,17 +645,37 @@ def decide(
 
 def inspect(
     instance: Annotated[str, typer.Argument(metavar="ID", help="Instance ID.", show_default=False)],
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="Follow the instance live until it ends or pauses, then show it; exit codes "
+            "as start --wait.",
+        ),
+    ] = False,
+    status_check_interval: Annotated[
+        str, typer.Option("--status-check-interval", help="With --follow: time between checks.")
+    ] = "500ms",
     output: OutputOpt = OutputFormat.text,
     *,
     db: DbSettings,
 ) -> None:
     """Show one instance: status, times (UTC), steps, output or error (json: run's document).
 
-    Example: floxyctl inspect 42 --output json
+    Example: floxyctl inspect 42 --follow
     """
     instance_id = _parse_id(instance)
+    every = max(_parse_ms(status_check_interval, "--status-check-interval"), 10) / 1000
+    json_output = output is OutputFormat.json
     with open_store(db) as store, guard(db):
-        _report(store, instance_id, output is OutputFormat.json, None, times=True)
+        if not follow:
+            _report(store, instance_id, json_output, None, times=True)
+            return
+        note, code = _follow(
+            store, instance_id, float("inf"), every, float("inf"), live=not json_output
+        )
+        _report(store, instance_id, json_output, None, note, times=True)
+    raise typer.Exit(code)
 
 
 WAITING = "waiting"

@@ -254,13 +254,9 @@ class _Session:
         from floxyctl import render
 
         store = runtime.store
-        live = None
-        if not self.json_output and render.fancy(sys.stderr):
-            from rich.live import Live
-
-            live = Live(
-                console=render.console_for(sys.stderr), refresh_per_second=12, transient=True
-            )
+        # progress on stderr: a live table on a terminal, one line per change otherwise
+        live = None if self.json_output else render.Progress(sys.stderr, self.workflow)
+        if live is not None:
             live.start()
         deadline = started + self.timeout_s
         seen = -1
@@ -269,17 +265,13 @@ class _Session:
             while True:
                 self._handle_interrupts(runtime, instance_id)
                 instance = store.get_instance(instance_id)
-                if live is not None and time.monotonic() >= next_frame:
+                status = instance.status
+                if live is not None and (time.monotonic() >= next_frame or status.terminal):
                     # at the display's own rate: a table of a long flow costs its length
                     next_frame = time.monotonic() + 1 / 12
                     live.update(
-                        render.steps_table(
-                            store.get_steps(instance_id),
-                            store.get_events(instance_id),
-                            title=f"{instance.workflow_id} #{instance_id}: {instance.status}",
-                        )
+                        instance, store.get_steps(instance_id), store.get_events(instance_id)
                     )
-                status = instance.status
                 if status.terminal:
                     return None, _exit_code(status)
                 # only the rows in these statuses: reading every row on each change made a run
@@ -307,7 +299,7 @@ class _Session:
                 seen = self._wait_change(runtime, seen, min(self.status_s, 0.1))
         finally:
             if live is not None:
-                live.stop()
+                live.pause()
 
     def _wait_change(self, runtime: Any, seen: int, timeout: float) -> int:
         with runtime.changed:
@@ -345,7 +337,7 @@ class _Session:
             answer = self.decisions.get(row.step_name)
             if answer is None and sys.stdin.isatty() and sys.stderr.isatty():
                 if live is not None:
-                    live.stop()
+                    live.pause()
                 try:
                     answer = _ask(
                         row.step_name,
@@ -354,7 +346,7 @@ class _Session:
                     )
                 finally:
                     if live is not None:
-                        live.start()
+                        live.resume()
                 if answer is None and self._prompt_moot(runtime, instance_id, row.step_name):
                     return None  # Ctrl-C or the decision timed out: let _follow handle it
             if answer is None:

@@ -662,7 +662,9 @@ class Engine:
         tx.hook("human_decided", step_name=row.step_name, decision=decision, decided_by=decided_by)
         if decision == "confirmed":
             tx.update_step(row, StepStatus.CONFIRMED)
-            self._complete(tx, row, row.input, decision=decision, decided_by=decided_by)
+            self._complete(
+                tx, row, row.input, decision=decision, decided_by=decided_by, comment=comment
+            )
             return row
         tx.update_step(row, StepStatus.REJECTED, completed_at=tx.now)
         tx.event(

@@ -169,5 +169,7 @@ flows:
     )
     assert r.code == 1, r.describe()
     lines = {ln.split()[1]: ln for ln in r.stdout.splitlines() if ln.startswith("  ")}
-    assert "rolled_back" in lines["ta"] and "error: interrupted: " in lines["ta"], r.stdout
-    assert "rolled_back" in lines["tb"] and "error: script exited with code 1" in lines["tb"]
+    assert "interrupted, nothing to undo" in lines["ta"], r.stdout
+    assert "error: interrupted: " in lines["ta"], r.stdout
+    assert "failed, nothing to undo" in lines["tb"], r.stdout
+    assert "error: script exited with code 1" in lines["tb"]
