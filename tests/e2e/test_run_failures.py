@@ -358,7 +358,10 @@ flows:
         "steps",
         "events",
         "dlq",
+        "retry_of",
+        "retried_as",
     }
+    assert r.doc["retry_of"] is None and r.doc["retried_as"] == []
     assert r.doc["workflow_id"] == "dlq_flow-v1"
     step_keys = {
         "name",
