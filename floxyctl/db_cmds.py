@@ -9,7 +9,6 @@ exit 2. Heavy imports stay inside the functions so that `floxyctl run` does not 
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -716,31 +715,25 @@ def _workflow_ids(wanted: str, known: list[tuple[str, str, int, Any]]) -> list[s
     fail(f"--workflow: workflow {wanted!r} is not registered ({hint})")
 
 
-_DAYS = re.compile(r"(\d+)d")
 _MAX_AGO = timedelta(days=36_500)
 """The longest duration ago `--since`/`--until` take: a century holds every instance, and
 much longer ones overflow Python's timedelta."""
 
 
 def _ago(value: str) -> timedelta | None:
-    """`30m`, `2h`, `1h30m`, `7d`, `1d12h`; None when `value` is not a duration with units (a
-    bare number is not one here: `2026` is more likely a year than 2026ms)."""
-    from floxy_core.durations import parse_duration_ms
+    """`30m`, `2h`, `1h30m`, `7d`, `1d12h` (the one duration grammar); None when `value` is not
+    a duration with units (a bare number is not one: `2026` is more likely a year)."""
+    from floxy_core.durations import parse_seconds
     from floxy_core.errors import InputError
 
-    days = _DAYS.match(value)
-    rest = value[days.end() :] if days else value
-    if rest.isdigit() or not (days or rest):
-        return None
     try:
-        ms = parse_duration_ms(rest) if rest else 0
+        seconds = parse_seconds(value)
     except InputError:
         return None
     try:
-        ago = timedelta(days=int(days.group(1)) if days else 0, milliseconds=ms)
+        return timedelta(seconds=seconds)
     except OverflowError:
-        ago = timedelta.max
-    return ago
+        return timedelta.max
 
 
 def _time_bound(text: str, flag: str) -> datetime | timedelta:

@@ -11,10 +11,12 @@ before any handler runs. Log output is masked by `floxy_core.secrets.redact`.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from floxy_core.durations import parse_seconds
+from floxy_core.errors import InputError
 
 DEFAULT_WORKERS = 3
 DEFAULT_WORKER_INTERVAL = "100ms"
@@ -73,9 +75,6 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     ("FLOXY_PLUGINS", "", "load only these plugins (comma-separated)"),
 )
 
-_UNIT_DURATION = re.compile(r"^(\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -112,21 +111,6 @@ class Config:
             return "off"
         host, port = self.tech_addr
         return f"{host or '0.0.0.0'}:{port}"
-
-
-def parse_duration(text: str) -> float:
-    """Seconds for a Go-style duration (`100ms`, `2s`, `1m30s`, `1h`); `0` alone is allowed.
-
-    A bare number other than 0 is refused: `30` could mean 30 ms or 30 s.
-    """
-    value = text.strip()
-    if value == "0":
-        return 0.0
-    if not _UNIT_DURATION.match(value):
-        if re.fullmatch(r"\d+(\.\d+)?", value):
-            raise ValueError(f"{text!r} needs a unit, e.g. {value}s or {value}ms")
-        raise ValueError(f"{text!r} is not a duration (examples: 250ms, 2s, 1m30s, 1h)")
-    return sum(float(n) * _SECONDS[u] for n, u in _PART.findall(value))
 
 
 def parse_addr(text: str) -> tuple[str, int] | None:
@@ -166,15 +150,16 @@ class _Reader:
         return None, var
 
     def duration(self, var: str, flag: str, default: str, *, positive: bool = False) -> float:
+        """Seconds, in the one duration grammar (`floxy_core.durations`)."""
         text, name = self.raw(var, flag)
         try:
-            seconds = parse_duration(text if text is not None else default)
-        except ValueError as exc:
-            self.problems.append(f"{name}: {exc}")
-            return parse_duration(default)
+            seconds = parse_seconds(text if text is not None else default, what=name)
+        except InputError as exc:
+            self.problems.append(str(exc))
+            return parse_seconds(default)
         if positive and seconds <= 0:
             self.problems.append(f"{name} must be greater than 0, got {text!r}")
-            return parse_duration(default)
+            return parse_seconds(default)
         return seconds
 
 

@@ -339,7 +339,9 @@ def test_plugin_handlers_take_any_key_but_builtin_ones_do_not(
         (-1, False),
         ("5 minutes", False),
         ("10", False),
-        ("1d", False),
+        ("1d", True),  # days: one grammar with `floxyctl status --since 7d`
+        ("0", True),
+        ("1 d", False),
         ("", False),
         (True, False),
         (1.5, False),
