@@ -49,6 +49,12 @@ _TERMINAL_INSTANCE = frozenset(
     }
 )
 
+ACTIVE_INSTANCE_STATUSES: tuple[str, ...] = tuple(
+    s.value for s in InstanceStatus if s not in _TERMINAL_INSTANCE
+)
+"""Instances not finished yet (paused in the DLQ included): the one list of "active" that the
+gauges, the stats and their SQL (as a parameter) use."""
+
 _I, _S = InstanceStatus, StepStatus
 
 INSTANCE_TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {

@@ -124,7 +124,7 @@ class Daemon:
         self.maintenance: Maintenance | None = None
         self.metrics.registry.register(
             DatabaseGauges(
-                lambda: self.store.pool if self.store is not None else None,
+                lambda: self.store,
                 self.metrics,
                 lambda: self.runtime.hook_errors if self.runtime is not None else 0,
             )

@@ -7,47 +7,16 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from floxy_core.storage.postgres.store import ActiveInstance, PostgresStore
 
 log = logging.getLogger("floxyd.stats")
 
 ACTIVE_LIMIT = 20
 """At most this many active instances are listed; the rest are counted."""
-
-ACTIVE_SQL = """
-SELECT i.id, i.workflow_id, i.status, i.created_at,
-       count(s.id) AS total_steps,
-       count(s.id) FILTER (WHERE s.status = 'completed') AS completed_steps,
-       count(s.id) FILTER (WHERE s.status = 'rolled_back') AS rolled_back_steps,
-       string_agg(s.step_name, ', ' ORDER BY s.id)
-           FILTER (WHERE s.status IN ('running', 'compensation', 'waiting_decision'))
-           AS current_steps
-FROM workflows.workflow_instances i
-LEFT JOIN workflows.workflow_steps s ON s.instance_id = i.id
-WHERE i.status = ANY(%(statuses)s)
-GROUP BY i.id, i.workflow_id, i.status, i.created_at
-ORDER BY i.created_at, i.id
-LIMIT %(limit)s
-"""
-
-ACTIVE_STATUSES = ["pending", "running", "dlq", "rolling_back", "cancelling"]
-
-
-@dataclass(frozen=True)
-class ActiveInstance:
-    id: int
-    workflow_id: str
-    status: str
-    current_step: str
-    completed_steps: int
-    total_steps: int
-    rolled_back_steps: int
-    runtime_s: float
-
-    @property
-    def progress(self) -> str:
-        return f"{self.completed_steps}/{self.total_steps}"
 
 
 @dataclass(frozen=True)
@@ -56,28 +25,9 @@ class Snapshot:
     active: list[ActiveInstance]
 
 
-def take_snapshot(store: Any) -> Snapshot:
+def take_snapshot(store: PostgresStore) -> Snapshot:
     """Counts from `store.stats()` plus the oldest active instances (one extra query)."""
-    counts = store.stats()
-    now = datetime.now(UTC)
-    with store.pool.connection() as conn:
-        rows = conn.execute(
-            ACTIVE_SQL, {"statuses": ACTIVE_STATUSES, "limit": ACTIVE_LIMIT}
-        ).fetchall()
-    active = [
-        ActiveInstance(
-            id=int(r[0]),
-            workflow_id=str(r[1]),
-            status=str(r[2]),
-            current_step=r[7] or "N/A",
-            completed_steps=int(r[5]),
-            total_steps=int(r[4]),
-            rolled_back_steps=int(r[6]),
-            runtime_s=max(0.0, (now - r[3]).total_seconds()),
-        )
-        for r in rows
-    ]
-    return Snapshot(counts, active)
+    return Snapshot(store.stats(), store.active_instances(ACTIVE_LIMIT))
 
 
 def format_runtime(seconds: float) -> str:

@@ -16,7 +16,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -33,32 +32,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from floxy_core.secrets import redact
-from floxy_core.storage.postgres.sql import q
 
 if TYPE_CHECKING:
     from floxy_core.model import JSON, Instance
     from floxy_core.ports import Handler, StepContext
+    from floxy_core.storage.postgres.store import PostgresStore
 
 log = logging.getLogger("floxyd.tech")
-
-ACTIVE_STATUSES = ["pending", "running", "dlq", "rolling_back", "cancelling"]
-
-QUEUE_SQL = """
-SELECT count(*) FILTER (WHERE scheduled_at <= %(now)s
-                          AND (attempted_at IS NULL OR lease_until < %(now)s)) AS ready,
-       count(*) FILTER (WHERE attempted_at IS NOT NULL AND lease_until >= %(now)s) AS leased,
-       count(*) FILTER (WHERE attempted_at IS NULL AND scheduled_at > %(now)s) AS scheduled,
-       extract(epoch FROM %(now)s - min(scheduled_at) FILTER (
-           WHERE scheduled_at <= %(now)s
-             AND (attempted_at IS NULL OR lease_until < %(now)s))) AS oldest_ready_age
-FROM workflows.workflow_queue
-"""
-"""Queue gauges: steps ready to claim (unclaimed or lease expired), leased, scheduled later."""
-
-ACTIVE_SQL = """
-SELECT status, count(*) FROM workflows.workflow_instances
-WHERE status = ANY(%(statuses)s) GROUP BY status
-"""
 
 SCRAPE_TIMEOUT = 2.0
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
@@ -200,11 +180,11 @@ class DatabaseGauges(Collector):
 
     def __init__(
         self,
-        pool: Callable[[], Any],
+        store: Callable[[], PostgresStore | None],
         metrics: Metrics,
         hook_errors: Callable[[], int] = lambda: 0,
     ) -> None:
-        self._pool = pool
+        self._store = store
         self._metrics = metrics
         self._hook_errors = hook_errors
 
@@ -218,18 +198,13 @@ class DatabaseGauges(Collector):
         hook_errors.add_metric([], self._hook_errors())
         yield hook_errors
         up = GaugeMetricFamily("floxy_database_up", "1 when the last scrape query succeeded.")
-        pool = self._pool()
-        if pool is None:
+        store = self._store()
+        if store is None:
             up.add_metric([], 0)
             yield up
             return
         try:
-            with pool.connection(timeout=SCRAPE_TIMEOUT) as conn, conn.transaction():
-                conn.execute("SET LOCAL statement_timeout = 2000")
-                now = datetime.now(UTC)
-                queue = conn.execute(QUEUE_SQL, {"now": now}).fetchone()
-                active = conn.execute(ACTIVE_SQL, {"statuses": ACTIVE_STATUSES}).fetchall()
-                aborts = conn.execute(q("abort_counts")).fetchall()
+            gauges = store.gauges(SCRAPE_TIMEOUT)
         except Exception as exc:
             self._metrics.database_errors.inc()
             log.warning("metrics: database query failed: %s", exc)
@@ -238,34 +213,36 @@ class DatabaseGauges(Collector):
             return
         up.add_metric([], 1)
         yield up
-        ready, leased, scheduled, oldest = queue if queue is not None else (0, 0, 0, None)
         for name, text, value in (
-            ("floxy_queue_ready_steps", "Queued steps ready to be claimed now.", ready),
-            ("floxy_queue_leased_steps", "Queued steps claimed under a live lease.", leased),
-            ("floxy_queue_scheduled_steps", "Queued steps due later (delay, retry).", scheduled),
+            ("floxy_queue_ready_steps", "Queued steps ready to be claimed now.", gauges.ready),
+            ("floxy_queue_leased_steps", "Queued steps claimed under a live lease.", gauges.leased),
+            (
+                "floxy_queue_scheduled_steps",
+                "Queued steps due later (delay, retry).",
+                gauges.scheduled,
+            ),
             (
                 "floxy_queue_oldest_ready_age_seconds",
                 "How long the oldest ready step has waited (0 when none).",
-                float(oldest or 0.0),
+                gauges.oldest_ready_age_s,
             ),
         ):
             yield GaugeMetricFamily(name, text, value=float(value))
-        by_status = {str(s): int(n) for s, n in active}
         instances = GaugeMetricFamily(
             "floxy_instances_active",
             "Instances not yet finished, by status (whole database).",
             labels=["status"],
         )
-        for status in ACTIVE_STATUSES:
-            instances.add_metric([status], by_status.get(status, 0))
+        for status, count in gauges.active.items():
+            instances.add_metric([status], count)
         yield instances
         aborted = CounterMetricFamily(
             "floxy_workflows_aborted",
             "Instances that ended aborted, by whatever process (whole database).",
             labels=["workflow"],
         )
-        for workflow, count in aborts:
-            aborted.add_metric([str(workflow)], int(count))
+        for workflow, count in gauges.aborted.items():
+            aborted.add_metric([workflow], count)
         yield aborted
 
 

@@ -146,8 +146,7 @@ SELECT count(*) AS total,
                         AND NOT waiting) AS running,
        count(*) FILTER (WHERE waiting) AS waiting,
        count(*) FILTER (WHERE status = 'pending') AS pending,
-       count(*) FILTER (WHERE status IN ('pending', 'running', 'dlq', 'rolling_back',
-                                         'cancelling')) AS active
+       count(*) FILTER (WHERE status = ANY(%(active)s::text[])) AS active
 FROM counted;
 
 -- name: get_steps
@@ -176,8 +175,7 @@ SELECT count(*) AS total,
        count(*) FILTER (WHERE status = 'failed') AS failed,
        count(*) FILTER (WHERE status IN ('running', 'rolling_back', 'cancelling')) AS running,
        count(*) FILTER (WHERE status = 'pending') AS pending,
-       count(*) FILTER (WHERE status IN ('pending', 'running', 'dlq', 'rolling_back',
-                                         'cancelling')) AS active
+       count(*) FILTER (WHERE status = ANY(%(active)s::text[])) AS active
 FROM workflows.workflow_instances;
 
 -- name: state_steps
@@ -219,3 +217,44 @@ FROM workflows.workflow_step_logs
 WHERE instance_id = %(id)s AND id > %(after_id)s
   AND (%(step)s::text IS NULL OR step_name = %(step)s)
 ORDER BY id;
+
+-- name: queue_gauges
+-- floxyd's /metrics: steps ready to claim (unclaimed or lease expired), leased, due later, and
+-- the wait of the oldest ready one, all on the database's clock.
+WITH now AS (SELECT clock_timestamp() AS t)
+SELECT count(*) FILTER (WHERE q.scheduled_at <= now.t
+                          AND (q.attempted_at IS NULL OR q.lease_until < now.t)) AS ready,
+       count(*) FILTER (WHERE q.attempted_at IS NOT NULL AND q.lease_until >= now.t) AS leased,
+       count(*) FILTER (WHERE q.attempted_at IS NULL AND q.scheduled_at > now.t) AS scheduled,
+       coalesce(extract(epoch FROM now.t - min(q.scheduled_at) FILTER (
+           WHERE q.scheduled_at <= now.t
+             AND (q.attempted_at IS NULL OR q.lease_until < now.t))), 0)::float8 AS oldest_ready_age
+FROM workflows.workflow_queue q RIGHT JOIN now ON true
+GROUP BY now.t;
+
+-- name: active_instance_counts
+-- floxyd's /metrics: instances not finished yet, by status (`statuses`: status.py's list).
+SELECT status, count(*) FROM workflows.workflow_instances
+WHERE status = ANY(%(statuses)s::text[]) GROUP BY status;
+
+-- name: active_instances
+-- floxyd's periodic stats: the oldest unfinished instances with their step counts and the
+-- steps under way; the database's clock gives their age.
+SELECT i.id, i.workflow_id, i.status,
+       extract(epoch FROM clock_timestamp() - i.created_at)::float8 AS runtime_s,
+       count(s.id) AS total_steps,
+       count(s.id) FILTER (WHERE s.status = 'completed') AS completed_steps,
+       count(s.id) FILTER (WHERE s.status = 'rolled_back') AS rolled_back_steps,
+       string_agg(s.step_name, ', ' ORDER BY s.id)
+           FILTER (WHERE s.status IN ('running', 'compensation', 'waiting_decision'))
+           AS current_steps
+FROM workflows.workflow_instances i
+LEFT JOIN workflows.workflow_steps s ON s.instance_id = i.id
+WHERE i.status = ANY(%(statuses)s::text[])
+GROUP BY i.id, i.workflow_id, i.status, i.created_at
+ORDER BY i.created_at, i.id
+LIMIT %(limit)s;
+
+-- name: scrape_timeout
+-- Bounds every statement of the scrape's transaction (floxyd's /metrics).
+SELECT set_config('statement_timeout', %(ms)s, true);

@@ -43,7 +43,7 @@ from floxy_core.model import (
     StepType,
     WorkflowDefinition,
 )
-from floxy_core.status import InstanceStatus, StepStatus
+from floxy_core.status import ACTIVE_INSTANCE_STATUSES, InstanceStatus, StepStatus
 from floxy_core.storage.postgres.sql import q
 
 if TYPE_CHECKING:
@@ -103,6 +103,38 @@ class ListedInstance:
     instance: Instance
     shown: str
     waiting: tuple[str, ...] = ()
+
+
+@records.record(frozen=True)
+class Gauges:
+    """What floxyd's /metrics reads from the database at each scrape (its clock throughout)."""
+
+    ready: int
+    leased: int
+    scheduled: int
+    oldest_ready_age_s: float
+    active: dict[str, int]
+    """Unfinished instances by status, every status of `ACTIVE_INSTANCE_STATUSES` present."""
+    aborted: dict[str, int]
+    """Aborts per workflow since the install (migration 008), whichever process aborted."""
+
+
+@records.record(frozen=True)
+class ActiveInstance:
+    """An unfinished instance as floxyd's periodic stats show it."""
+
+    id: int
+    workflow_id: str
+    status: str
+    runtime_s: float
+    total_steps: int
+    completed_steps: int
+    rolled_back_steps: int
+    current_step: str
+
+    @property
+    def progress(self) -> str:
+        return f"{self.completed_steps}/{self.total_steps}"
 
 
 class _CreatedAt:
@@ -915,7 +947,7 @@ class PostgresStore:
     def listing_stats(self) -> dict[str, int]:
         """The counts of `stats`, with `waiting` instances counted apart from `running`."""
         with self._conn() as conn:
-            cur = conn.execute(q("listing_stats"))
+            cur = conn.execute(q("listing_stats"), {"active": list(ACTIVE_INSTANCE_STATUSES)})
             row = cur.fetchone()
             assert row is not None and cur.description is not None
             return {col.name: int(value) for col, value in zip(cur.description, row, strict=True)}
@@ -1022,9 +1054,48 @@ class PostgresStore:
             if conn.execute(q("delete_dlq"), {"id": dlq_id}).rowcount == 0:
                 raise NotFoundError(f"DLQ record {dlq_id} not found")
 
+    def gauges(self, timeout_s: float = 2.0) -> Gauges:
+        """The scrape's reads in one short transaction, bounded by `timeout_s` (a pool that is
+        busy or a database that hangs must not hold a scrape)."""
+        statuses = list(ACTIVE_INSTANCE_STATUSES)
+        with self.pool.connection(timeout=timeout_s) as conn, conn.transaction():
+            conn.execute(q("scrape_timeout"), {"ms": str(round(timeout_s * 1000))})
+            queue = conn.execute(q("queue_gauges")).fetchone()
+            active = conn.execute(q("active_instance_counts"), {"statuses": statuses}).fetchall()
+            aborts = conn.execute(q("abort_counts")).fetchall()
+        ready, leased, scheduled, oldest = queue if queue is not None else (0, 0, 0, 0.0)
+        by_status = {str(s): int(n) for s, n in active}
+        return Gauges(
+            ready=int(ready),
+            leased=int(leased),
+            scheduled=int(scheduled),
+            oldest_ready_age_s=float(oldest),
+            active={s: by_status.get(s, 0) for s in statuses},
+            aborted={str(w): int(n) for w, n in aborts},
+        )
+
+    def active_instances(self, limit: int) -> list[ActiveInstance]:
+        """The oldest unfinished instances, oldest first."""
+        params = {"statuses": list(ACTIVE_INSTANCE_STATUSES), "limit": limit}
+        with self._conn() as conn:
+            rows = conn.execute(q("active_instances"), params).fetchall()
+        return [
+            ActiveInstance(
+                id=int(r[0]),
+                workflow_id=str(r[1]),
+                status=str(r[2]),
+                runtime_s=max(0.0, float(r[3])),
+                total_steps=int(r[4]),
+                completed_steps=int(r[5]),
+                rolled_back_steps=int(r[6]),
+                current_step=r[7] or "N/A",
+            )
+            for r in rows
+        ]
+
     def stats(self) -> dict[str, int]:
         with self._conn() as conn:
-            cur = conn.execute(q("stats_summary"))
+            cur = conn.execute(q("stats_summary"), {"active": list(ACTIVE_INSTANCE_STATUSES)})
             row = cur.fetchone()
             assert row is not None and cur.description is not None
             return {col.name: int(value) for col, value in zip(cur.description, row, strict=True)}
