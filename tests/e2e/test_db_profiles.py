@@ -17,6 +17,8 @@ from psycopg.conninfo import conninfo_to_dict
 from tests.e2e.conftest import floxyctl_exe
 from tests.e2e.test_db_cli import floxyctl, usage_error
 from tests.e2e.test_db_libpq_env import MARKER
+from tests.e2e.test_secrets import ROLE, PasswordDb
+from tests.e2e.test_secrets import password_db as password_db  # the fixture
 from tests.pgcluster import Cluster
 
 
@@ -102,6 +104,31 @@ dsn = "{other_db}"
         f'user = "{main["user"]}"\n',
     )
     assert _has_marker(env={**partial, "PGDATABASE": str(other["dbname"])})
+
+
+def test_password_env_gives_the_password_under_real_authentication(
+    password_db: PasswordDb, tmp_path: Path
+) -> None:
+    env = _config(
+        tmp_path,
+        f"""
+[profiles.default]
+host = "{password_db.host}"
+port = {password_db.port}
+user = "{ROLE}"
+database = "{password_db.dbname}"
+password_env = "PROFILE_PW"
+""",
+    )
+    done = floxyctl("migrate", dsn=None, env={**env, "PROFILE_PW": password_db.password})
+    assert done.returncode == 0, done.stderr
+    done = floxyctl("status", dsn=None, env={**env, "PROFILE_PW": password_db.password})
+    assert done.returncode == 0, done.stderr
+    line = usage_error(floxyctl("status", dsn=None, env={**env, "PROFILE_PW": "wrong-pw"}))
+    assert "password authentication failed" in line and "wrong-pw" not in line
+    # PG_PASSWORD (a FLOXY-level setting) wins over the profile's variable.
+    both = {**env, "PROFILE_PW": "wrong-pw", "PG_PASSWORD": password_db.password}
+    assert floxyctl("status", dsn=None, env=both).returncode == 0
 
 
 CONFIG_MISTAKES = [
