@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +32,35 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+class Shell(StrEnum):
+    """The shells typer writes completion scripts for."""
+
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+    powershell = "powershell"
+    pwsh = "pwsh"
+
+
+def _completion(action: str) -> Any:
+    """`--show-completion SHELL` / `--install-completion SHELL`, done by typer's own callbacks.
+
+    Typer's `add_completion` declares these as flags that guess the shell from the parent
+    process and ignore a shell name after them (`--show-completion zsh` under bash prints the
+    bash script), so floxyctl declares them with the shell as a required value, as kubectl,
+    helm and gh do, and hands the name to typer, which writes the script and installs it.
+    """
+    import typer.completion
+
+    callback = getattr(typer.completion, f"{action}_callback")
+
+    def run(ctx: typer.Context, param: Any, value: Shell | None) -> None:
+        if value is not None and not ctx.resilient_parsing:
+            callback(ctx, param, value.value)
+
+    return run
 
 
 def _version(value: bool) -> None:
@@ -90,6 +120,28 @@ def _global(
             help="Print floxyctl's version and exit.",
         ),
     ] = False,
+    install_completion: Annotated[
+        Shell | None,
+        typer.Option(
+            "--install-completion",
+            metavar="SHELL",
+            callback=_completion("install"),
+            expose_value=False,
+            is_eager=True,
+            help="Install completion of floxyctl for SHELL (bash, zsh, fish, powershell, pwsh).",
+        ),
+    ] = None,
+    show_completion: Annotated[
+        Shell | None,
+        typer.Option(
+            "--show-completion",
+            metavar="SHELL",
+            callback=_completion("show"),
+            expose_value=False,
+            is_eager=True,
+            help="Print the completion script of floxyctl for SHELL, to install it by hand.",
+        ),
+    ] = None,
 ) -> None:
     set_no_plugins(no_plugins)
 
@@ -242,6 +294,12 @@ def _one_line(message: str) -> str:
 
 
 def main() -> None:
+    import typer.completion
+
+    # Typer's completion protocol (`_FLOXYCTL_COMPLETE=complete_bash`, which the scripts of
+    # --show-completion call): what `add_completion` does first, which registers typer's
+    # shell classes with click. typer.main imports the module anyway: this costs no import.
+    typer.completion.get_completion_inspect_parameters()
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     _register_commands(command)
     run_command(_parse_and_run, skip_teardown=command == "run")

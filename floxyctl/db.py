@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from floxy_core.storage.postgres import PostgresStore
+    from floxyctl.config import Profile
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,14 +50,16 @@ CONNECT_TIMEOUT_S = 10
 NOT_CONFIGURED = (
     "no database configured: pass --dsn (or set FLOXY_DSN), or --host/--port/--user/--database "
     "(or set FLOXY_DB_HOST/FLOXY_DB_PORT/FLOXY_DB_USER/FLOXY_DB_NAME, or libpq's "
-    "PGHOST/PGPORT/PGUSER/PGDATABASE)"
+    "PGHOST/PGPORT/PGUSER/PGDATABASE), or --profile NAME of ~/.config/floxy/config.toml "
+    "(docs/cli.md#profiles)"
 )
 _LIBPQ_WHERE = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE")
 """libpq variables that say where to connect: any of them alone counts as a configuration."""
 _CONNECTION = (
     "Connection: --dsn or FLOXY_DSN; else --host --port --user --database (or FLOXY_DB_HOST, "
     "FLOXY_DB_PORT, FLOXY_DB_USER, FLOXY_DB_NAME) with -W to prompt for the password, or "
-    "PG_PASSWORD / FLOXY_DB_PASSWORD; libpq's PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD "
+    "PG_PASSWORD / FLOXY_DB_PASSWORD; then the --profile (FLOXY_PROFILE, else `default`) of "
+    "~/.config/floxy/config.toml; libpq's PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD "
     "fill in whatever is not set."
 )
 _EXITS = (
@@ -125,42 +128,47 @@ def resolve(
     user: str | None,
     database: str | None,
     prompt: bool,
+    profile: str | None = None,
 ) -> DbSettings:
     """Turn the connection options into one conninfo; exits 2 when nothing usable is set.
 
-    Precedence: a flag, then its `FLOXY_*` variable (typer does both), then libpq's `PG*`
-    variable, which libpq itself applies to every parameter the conninfo leaves out.
+    Precedence, setting by setting: a flag, then its `FLOXY_*` variable (typer does both), then
+    the profile of the config file (`profile`, else FLOXY_PROFILE, else `default`), then
+    libpq's `PG*` variable, which libpq itself applies to every parameter the conninfo leaves
+    out. A `--dsn`/`FLOXY_DSN` replaces a profile whole (the file is then read only when a
+    profile is named, to refuse an unknown one); a profile's `dsn` gives way to the flags and
+    variables that name one of its parts. The password: `-W`, else `PG_PASSWORD` or
+    `FLOXY_DB_PASSWORD`, else the variable the profile's `password_env` names, else libpq's
+    (`PGPASSWORD`, `~/.pgpass`).
     """
     from psycopg.conninfo import make_conninfo
 
+    chosen = _profile(profile) if profile or not dsn else None
     password: str | None
     if dsn:
         parts = _conninfo_dict(dsn)
         password = _prompt_password() if prompt else parts.get("password")
         conninfo = make_conninfo(dsn, password=password) if prompt else dsn
     else:
+        base = ""
+        if chosen is not None:
+            base = chosen.dsn or ""
+            host = host or chosen.host
+            port = port or chosen.port
+            user = user or chosen.user
+            database = database or chosen.database
         host = host or None
         database = database or None
-        if not any((host, port, user, database)):
-            if _libpq_env(*_LIBPQ_WHERE) is None:
-                fail(NOT_CONFIGURED)
-        else:
-            missing = [
-                flag
-                for flag, value in (
-                    ("--host/FLOXY_DB_HOST", host or _libpq_env("PGHOST", "PGHOSTADDR")),
-                    ("--database/FLOXY_DB_NAME", database or _libpq_env("PGDATABASE")),
-                )
-                if not value and _libpq_env("PGSERVICE") is None
-            ]
-            if missing:
-                fail(f"incomplete database settings: missing {' and '.join(missing)}")
+        if not base:  # a profile's dsn says where; the settings above override its parts
+            _require_where(host, port, user, database, chosen)
         if prompt:
             password = _prompt_password()
         else:
             password = os.environ.get("PG_PASSWORD") or os.environ.get("FLOXY_DB_PASSWORD") or None
+        if password is None and chosen is not None:
+            password = _config_call(lambda: chosen.password(os.environ))
         conninfo = make_conninfo(
-            "", host=host, port=port, user=user or None, dbname=database, password=password
+            base, host=host, port=port, user=user or None, dbname=database, password=password
         )
     parts = _conninfo_dict(conninfo)
     extra = {
@@ -178,6 +186,51 @@ def resolve(
     shown_db = parts.get("dbname") or _libpq_env("PGDATABASE") or parts.get("user") or ""
     shown_db = shown_db or _libpq_env("PGUSER") or ""  # libpq's default database: the user's
     return DbSettings(conninfo=conninfo, where=f"{shown_host}:{shown_port}/{shown_db}")
+
+
+def _require_where(
+    host: str | None,
+    port: int | None,
+    user: str | None,
+    database: str | None,
+    chosen: Profile | None,
+) -> None:
+    """Exit 2 unless the settings (or libpq's variables) say where to connect."""
+    if not any((host, port, user, database)):
+        if _libpq_env(*_LIBPQ_WHERE) is None:
+            fail(NOT_CONFIGURED)
+        return
+    missing = [
+        flag
+        for flag, value in (
+            ("--host/FLOXY_DB_HOST", host or _libpq_env("PGHOST", "PGHOSTADDR")),
+            ("--database/FLOXY_DB_NAME", database or _libpq_env("PGDATABASE")),
+        )
+        if not value and _libpq_env("PGSERVICE") is None
+    ]
+    if missing:
+        in_profile = f" (or in profile '{chosen.name}')" if chosen is not None else ""
+        fail(f"incomplete database settings: missing {' and '.join(missing)}{in_profile}")
+
+
+T = TypeVar("T")
+
+
+def _config_call(call: Callable[[], T]) -> T:
+    """`call()`, with a config file floxyctl refuses turned into one line and exit 2."""
+    from floxyctl.config import ConfigError
+
+    try:
+        return call()
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _profile(named: str | None) -> Profile | None:
+    """The chosen profile of the config file (floxyctl.config), or None."""
+    from floxyctl.config import load
+
+    return _config_call(lambda: load(named or None, os.environ))
 
 
 # -- the connection options, added to every database command --------------------------------
@@ -237,6 +290,22 @@ _OPTIONS: list[inspect.Parameter] = [
             ],
         ),
         (
+            "db_profile",
+            None,
+            Annotated[
+                str | None,
+                typer.Option(
+                    "--profile",
+                    envvar="FLOXY_PROFILE",
+                    metavar="NAME",
+                    help="Profile of the config file (~/.config/floxy/config.toml, or "
+                    "FLOXY_CONFIG) to connect with. Default: its `default` profile.",
+                    show_default=False,
+                    show_envvar=True,
+                ),
+            ],
+        ),
+        (
             "db_password",
             False,
             Annotated[
@@ -270,6 +339,7 @@ def with_db(func: F) -> F:
             user=kwargs.pop("db_user"),
             database=kwargs.pop("db_database"),
             prompt=kwargs.pop("db_password"),
+            profile=kwargs.pop("db_profile"),
         )
         return func(db=db, **kwargs)
 

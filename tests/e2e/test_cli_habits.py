@@ -262,3 +262,69 @@ def test_cancel_and_abort_by_positional_id(pg_dsn: str, tmp_path: Path) -> None:
         assert json.loads(done.stdout)["status"] == status
         shown = _db_ctl("inspect", str(instance_id), "--output", "json", dsn=pg_dsn)
         assert json.loads(shown.stdout)["status"] == status
+
+
+# -- shell completion (issue 16 item 5) -----------------------------------------------------
+
+COMPLETION_SCRIPTS = {
+    "bash": "complete -o default -F _floxyctl_completion floxyctl",
+    "zsh": "#compdef floxyctl",
+    "fish": "complete --command floxyctl",
+}
+
+
+@pytest.mark.parametrize("shell", sorted(COMPLETION_SCRIPTS))
+def test_show_completion_prints_the_script_of_the_shell_named(shell: str) -> None:
+    # The shell named wins over the one floxyctl runs under (a bash script for zsh would be
+    # written to ~/.zfunc without a word).
+    done = _floxyctl("--show-completion", shell)
+    assert done.returncode == 0, done.stderr
+    assert COMPLETION_SCRIPTS[shell] in done.stdout
+    assert "_FLOXYCTL_COMPLETE" in done.stdout
+
+
+def test_the_completion_script_completes_commands_and_options() -> None:
+    def complete(words: str) -> list[str]:
+        done = subprocess.run(
+            floxyctl_exe(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            env={
+                **os.environ,
+                "_FLOXYCTL_COMPLETE": "complete_bash",
+                "COMP_WORDS": words,
+                "COMP_CWORD": str(len(words.split()) - 1),
+            },
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert {"start", "status"} <= set(complete("floxyctl st"))
+    assert {"--workers", "--worker-interval"} <= set(complete("floxyctl run --w"))
+
+
+def test_install_completion_writes_the_script_where_the_shell_reads_it(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*floxyctl_exe(), "--install-completion", "bash"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "HOME": str(tmp_path), "NO_COLOR": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    script = tmp_path / ".bash_completions" / "floxyctl.sh"
+    assert "_floxyctl_completion" in script.read_text()
+    assert str(script) in (tmp_path / ".bashrc").read_text()
+
+
+@pytest.mark.parametrize("args", [["--show-completion", "tcsh"], ["--show-completion"]])
+def test_a_completion_mistake_is_one_line(args: list[str]) -> None:
+    done = _floxyctl(*args)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("floxyctl: error: "), done.stderr

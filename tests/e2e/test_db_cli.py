@@ -47,6 +47,8 @@ flows:
 """
 _DB_VARS = (
     "FLOXY_DSN",
+    "FLOXY_CONFIG",
+    "FLOXY_PROFILE",
     "PG_PASSWORD",
     "PGPASSWORD",
     "PGHOST",
@@ -66,6 +68,7 @@ def floxyctl(
         k: v for k, v in os.environ.items() if k not in _DB_VARS and not k.startswith("FLOXY_DB_")
     }
     clean["NO_COLOR"] = "1"
+    clean["XDG_CONFIG_HOME"] = "/nonexistent/floxy-tests"  # no user's config.toml profiles
     if dsn is not None:
         clean["FLOXY_DSN"] = dsn
     return subprocess.run(
