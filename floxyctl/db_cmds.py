@@ -14,13 +14,12 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from floxyctl import exits
-from floxyctl.app import FileOpt, InputOpt, OutputOpt
+from floxyctl.app import FileOpt, OutputOpt, RunInputOpt
 from floxyctl.common import fail, given_once, plugins, print_warnings, refuse, usage_error
 from floxyctl.db import DB_EPILOG, MIGRATE_EPILOG, DbSettings, connect, guard, open_store, with_db
 from floxyctl.logs_cmd import logs
@@ -123,10 +122,24 @@ def _json(document: Any) -> None:
     render.print_json(document)
 
 
-def _read_json_file(path: Path) -> Any:
-    from floxyctl.run_cmd import _read_input
+def _read_input(source: str | None) -> Any:
+    """`-i` as `run` reads it: a file, `-` for stdin, or the JSON itself (`{...}`, `[...]`);
+    without `-i`, stdin when it is not a terminal, else `{}`. Bad JSON: exit 2, with where."""
+    from floxyctl.run_cmd import _run_input
 
-    return _read_input(path)
+    return _run_input(source)
+
+
+def _new_input_option(default_is: str) -> Any:
+    """`-i` of retry and dlq requeue: read as `run` reads it; without it, the old input."""
+    return typer.Option(
+        "-i",
+        "--input",
+        metavar="FILE|-|JSON",
+        help="New JSON input: a file, - for stdin, or the JSON itself ({...} or [...]); "
+        f"default: {default_is}.",
+        show_default=False,
+    )
 
 
 def _parse_ms(value: str, what: str) -> int:
@@ -358,7 +371,7 @@ def start(
             show_default=False,
         ),
     ] = None,
-    input_file: InputOpt = None,
+    input_source: RunInputOpt = None,
     wait: Annotated[
         bool,
         typer.Option("--wait", help="Follow the instance until it ends (floxyd runs the steps)."),
@@ -388,7 +401,7 @@ def start(
         named_hint=True,
     )
     waiting = _Waiting(wait, completion_timeout, status_check_interval)
-    data = _read_json_file(input_file) if input_file is not None else _stdin_input()
+    data = _read_input(input_source)
     with open_store(db) as store:
         with guard(db, "failed to start workflow: "):
             started = time.monotonic()
@@ -438,12 +451,6 @@ class _Waiting:
             )
             _report(store, instance_id, json_output, time.monotonic() - started, note)
         raise typer.Exit(code)
-
-
-def _stdin_input() -> Any:
-    from floxyctl.run_cmd import _read_input
-
-    return _read_input(None)
 
 
 UNCLAIMED_HINT_S = 5.0
@@ -593,14 +600,8 @@ def _stop(
 
 def retry(
     instance: Annotated[str, typer.Argument(metavar="ID", help="Instance ID.", show_default=False)],
-    input_file: Annotated[
-        Path | None,
-        typer.Option(
-            "-i",
-            "--input",
-            help="New JSON input (default: the old instance's input); only with --from start.",
-            show_default=False,
-        ),
+    input_source: Annotated[
+        str | None, _new_input_option("the old instance's input; only with --from start")
     ] = None,
     start_from: Annotated[
         str,
@@ -634,7 +635,7 @@ def retry(
     if start_from not in ("start", "savepoint"):
         fail(f'invalid --from: "{start_from}" (expected start or savepoint)')
     waiting = _Waiting(wait, completion_timeout, status_check_interval)
-    data = _read_json_file(input_file) if input_file is not None else None
+    data = _read_input(input_source) if input_source is not None else None
     with open_store(db) as store:
         with guard(db, f"failed to retry instance {instance_id}: "):
             started = time.monotonic()
@@ -1070,15 +1071,7 @@ def dlq_requeue(
     record: Annotated[
         str, typer.Argument(metavar="DLQ_ID", help="DLQ record ID.", show_default=False)
     ],
-    input_file: Annotated[
-        Path | None,
-        typer.Option(
-            "-i",
-            "--input",
-            help="New JSON input for the step (default: its old input).",
-            show_default=False,
-        ),
-    ] = None,
+    input_source: Annotated[str | None, _new_input_option("the step's old input")] = None,
     output: OutputOpt = OutputFormat.text,
     *,
     db: DbSettings,
@@ -1088,7 +1081,7 @@ def dlq_requeue(
     Example: floxyctl dlq requeue 7 -i fixed-input.json
     """
     dlq_id = _parse_id(record, "DLQ record ID")
-    new_input = _read_json_file(input_file) if input_file is not None else None
+    new_input = _read_input(input_source) if input_source is not None else None
     with open_store(db) as store, guard(db, "failed to requeue: "):
         found = store.find_dlq(dlq_id)
         instance_id = _runtime(store).requeue(dlq_id, new_input)

@@ -223,7 +223,7 @@ flows:
 """
 
 
-def _db_ctl(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
+def _db_ctl(*args: str, dsn: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOXY_", "PG"))}
     return subprocess.run(
         [*floxyctl_exe(), *args],
@@ -231,7 +231,8 @@ def _db_ctl(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         check=False,
-        stdin=subprocess.DEVNULL,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
         env={**env, "NO_COLOR": "1", "FLOXY_NO_PLUGINS": "1", "FLOXY_DSN": dsn},
     )
 
@@ -360,7 +361,7 @@ def habits_db(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> 
     path = tmp_path_factory.mktemp("habits") / "habits.yaml"
     path.write_text(HABITS)
     try:
-        registered = _db_ctl("register", "-f", str(path), "-o", "json", dsn=dsn)
+        registered = _db_ctl("register", "-f", str(path), "--output", "json", dsn=dsn)
         assert registered.returncode == 0, registered.stderr
         assert {w["id"] for w in json.loads(registered.stdout)["workflows"]} == {
             "approval-v1",
@@ -372,8 +373,8 @@ def habits_db(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> 
         pg_cluster.drop_database(dsn)
 
 
-def _db_json(*args: str, dsn: str) -> Any:
-    done = _db_ctl(*args, dsn=dsn)
+def _db_json(*args: str, dsn: str, stdin: str | None = None) -> Any:
+    done = _db_ctl(*args, dsn=dsn, stdin=stdin)
     assert done.returncode == 0, (args, done.stderr)
     return json.loads(done.stdout)
 
@@ -423,9 +424,15 @@ def test_cancel_and_abort_dash_o_is_the_format_or_the_instance(
     assert done.stdout.startswith(f"Workflow instance {instance_id} ")
 
 
-def test_dash_o_json_on_every_database_command(habits_db: str, pg_cluster: Cluster) -> None:
+def test_dash_o_json_on_every_database_command(habits_db: str, tmp_path: Path) -> None:
     dsn = habits_db
     first = _db_json("start", "approval-v1", "-o", "json", dsn=dsn)["instance_id"]
+    path = tmp_path / "habits.yaml"
+    path.write_text(HABITS)
+    assert {
+        w["result"]
+        for w in _db_json("register", "-f", str(path), "-o", "json", dsn=dsn)["workflows"]
+    } == {"unchanged"}
     assert _db_json("workflows", "-o", "json", dsn=dsn)["workflows"]
     assert _db_json("inspect", str(first), "-o", "json", dsn=dsn)["status"] == "running"
     assert _db_json("list", "-o", "json", dsn=dsn)["instances"]
@@ -473,3 +480,104 @@ def _echo(ctx: StepContext, data: Any) -> Any:
 
 def _waits_for_a_human(store: PostgresStore, instance_id: int) -> bool:
     return any(s.status is StepStatus.WAITING_DECISION for s in store.get_steps(instance_id))
+
+
+# -- -i as run takes it: a file, - for stdin, or the JSON itself -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "says"),
+    [
+        (
+            ["start", "--workflow", "approval", "-i", '{"a":1,}'],
+            None,
+            "inline input (-i) is not valid JSON: ",
+        ),
+        (
+            ["start", "--workflow", "approval", "-i", "-"],
+            '{\n "a": tru\n}',
+            "stdin is not valid JSON: ",
+        ),
+        (["retry", "5", "-i", "[1,\n 2,,]"], None, "inline input (-i) is not valid JSON: "),
+        (["retry", "5", "-i", "-"], "{nope", "stdin is not valid JSON: "),
+        (["dlq", "requeue", "7", "-i", "{]"], None, "inline input (-i) is not valid JSON: "),
+        (["dlq", "requeue", "7", "-i", "-"], "[", "stdin is not valid JSON: "),
+    ],
+    ids=["start-inline", "start-stdin", "retry-inline", "retry-stdin", "dlq-inline", "dlq-stdin"],
+)
+def test_bad_input_json_of_the_database_commands_is_one_line_with_the_position(
+    args: list[str], stdin: str | None, says: str
+) -> None:
+    done = _db_ctl(*args, dsn=CLOSED, stdin=stdin)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"floxyctl: error: {says}")
+    assert " at line " in lines[0] and " column " in lines[0]
+
+
+def test_start_retry_and_requeue_take_input_from_stdin_or_inline(habits_db: str) -> None:
+    # Only options that were there before -o json, so that this fails for want of -i alone.
+    dsn = habits_db
+
+    def input_of(instance_id: int) -> Any:
+        return _db_json("inspect", str(instance_id), "--output", "json", dsn=dsn)["input"]
+
+    piped = _db_json(
+        "start", "--workflow", "approval", "-i", "-", "--output", "json", dsn=dsn, stdin='{"p": 1}'
+    )
+    assert input_of(piped["instance_id"]) == {"p": 1}
+    inline = _db_json(
+        "start", "--workflow", "approval", "-i", '{"a":1}', "--output", "json", dsn=dsn, stdin="{}"
+    )
+    assert input_of(inline["instance_id"]) == {"a": 1}
+    listed = _db_json(
+        "start", "--workflow", "approval", "--input=[1, 2]", "--output", "json", dsn=dsn
+    )
+    assert input_of(listed["instance_id"]) == [1, 2]
+
+    _db_json("cancel", str(piped["instance_id"]), "--output", "json", dsn=dsn)
+    retried = _db_json(
+        "retry", str(piped["instance_id"]), "-i", '{"r": 2}', "--output", "json", dsn=dsn
+    )
+    assert input_of(retried["instance_id"]) == {"r": 2}
+    _db_json("cancel", str(inline["instance_id"]), "--output", "json", dsn=dsn)
+    again = _db_json(
+        "retry",
+        str(inline["instance_id"]),
+        "-i",
+        "-",
+        "--output",
+        "json",
+        dsn=dsn,
+        stdin='{"s": 3}',
+    )
+    assert input_of(again["instance_id"]) == {"s": 3}
+
+    store = PostgresStore(dsn, max_size=2)
+    try:
+        worker = Runtime(store, {"charge": Py("charge", _declined)})
+        paid = _db_json(
+            "start", "--workflow", "pay", "-i", '{"amount": 5}', "--output", "json", dsn=dsn
+        )
+        paid_id = paid["instance_id"]
+
+        def in_dlq() -> bool:
+            return store.get_instance(paid_id).status is InstanceStatus.DLQ
+
+        drive(worker, paid_id, in_dlq)
+        for source, stdin, expected in (
+            ('{"amount": 6}', None, {"amount": 6}),
+            ("-", '{"amount": 7}', {"amount": 7}),
+        ):
+            (record,) = _db_json(
+                "dlq", "list", "--instance", str(paid_id), "--output", "json", dsn=dsn
+            )["dlq"]
+            requeue = ["dlq", "requeue", str(record["id"]), "-i", source, "--output", "json"]
+            assert _db_json(*requeue, dsn=dsn, stdin=stdin)["instance_id"] == paid_id
+            charge = next(s for s in store.get_steps(paid_id) if s.step_name == "charge")
+            assert charge.input == expected
+            drive(worker, paid_id, in_dlq)
+    finally:
+        store.close()
