@@ -79,16 +79,7 @@ def option(name: str, **extra: Any) -> Any:
 
 
 FileOpt = Annotated[Path, option("file", exists=False, dir_okay=True, show_default=False)]
-InputOpt = Annotated[
-    Path | None,
-    option(
-        "input_source",
-        help="JSON input file. Default: stdin when it is not a terminal, else {}.",
-        metavar=None,
-        show_default=False,
-    ),
-]
-"""`-f FILE` and `-i FILE` of the database commands; `run` also takes FILE, `-i -` and JSON."""
+"""`-f FILE` of register and graph; `run` also takes FILE."""
 RunFileOpt = Annotated[
     Path | None, option("file", help="Workflow YAML file (or give it as FILE).", show_default=False)
 ]

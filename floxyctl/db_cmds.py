@@ -13,14 +13,13 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from floxyctl import exits
-from floxyctl.app import FileOpt, InputOpt, OutputOpt
-from floxyctl.common import fail, given_once, plugins, print_warnings, refuse
+from floxyctl.app import FileOpt, OutputOpt, RunInputOpt
+from floxyctl.common import fail, given_once, plugins, print_warnings, refuse, usage_error
 from floxyctl.db import DB_EPILOG, MIGRATE_EPILOG, DbSettings, connect, guard, open_store, with_db
 from floxyctl.logs_cmd import logs
 from floxyctl.options import OutputFormat
@@ -122,10 +121,24 @@ def _json(document: Any) -> None:
     render.print_json(document)
 
 
-def _read_json_file(path: Path) -> Any:
-    from floxyctl.run_cmd import _read_input
+def _read_input(source: str | None) -> Any:
+    """`-i` as `run` reads it: a file, `-` for stdin, or the JSON itself (`{...}`, `[...]`);
+    without `-i`, stdin when it is not a terminal, else `{}`. Bad JSON: exit 2, with where."""
+    from floxyctl.run_cmd import _run_input
 
-    return _read_input(path)
+    return _run_input(source)
+
+
+def _new_input_option(default_is: str) -> Any:
+    """`-i` of retry and dlq requeue: read as `run` reads it; without it, the old input."""
+    return typer.Option(
+        "-i",
+        "--input",
+        metavar="FILE|-|JSON",
+        help="New JSON input: a file, - for stdin, or the JSON itself ({...} or [...]); "
+        f"default: {default_is}.",
+        show_default=False,
+    )
 
 
 def _parse_ms(value: str, what: str) -> int:
@@ -269,18 +282,95 @@ def workflows(output: OutputOpt = OutputFormat.text, *, db: DbSettings) -> None:
 # -- start / cancel / abort / decide -----------------------------------------------------------
 
 
+OutputFormatOpt = Annotated[
+    OutputFormat | None,
+    typer.Option(
+        "--output",
+        help="text for people; json for programs (one document on stdout). Default: text.",
+        show_default=False,
+    ),
+]
+"""`--output` of start, cancel and abort, whose `-o` is shared with the reference CLI's meaning."""
+
+
+def _target_and_format(
+    argument: str | None,
+    long_opt: tuple[str, str | None],
+    dash_o: list[str] | None,
+    output: OutputFormat | None,
+    *,
+    what: str,
+    metavar: str,
+    command: str,
+    named_hint: bool = False,
+) -> tuple[str, OutputFormat]:
+    """The workflow or instance of start, cancel and abort, and the output format.
+
+    `-o json` and `-o text` are the output format, as everywhere else in floxyctl (kubectl's
+    `-o`); any other `-o` value is the workflow or instance, as in the reference CLI. The long
+    options always mean one thing (`--workflow json` is a workflow named json), and the target
+    may be the argument instead. Each is given once (`-o order-v1 -o json` is fine).
+    """
+    flag, value = long_opt
+    values = dash_o or []
+    formats = [OutputFormat(v) for v in values if v in OutputFormat.__members__]
+    targets = [v for v in values if v not in OutputFormat.__members__]
+    if output is not None:
+        formats.append(output)
+    if len(set(formats)) > 1:
+        usage_error(
+            "the output format is given twice: " + " and ".join(f.value for f in formats), command
+        )
+    if value is not None:
+        targets.append(value)
+    if len(targets) > 1:
+        usage_error(f"the {what} is given twice: " + " and ".join(targets), command)
+    if argument is None and not targets and formats and values:
+        shown = next(v for v in values if v in OutputFormat.__members__)
+        named = f"; for a {what} named {shown}: {flag} {shown}" if named_hint else ""
+        usage_error(
+            f"missing the {what}: {command} {metavar} (-o {shown} is the output format{named})",
+            command,
+        )
+    target = given_once(
+        argument,
+        targets[0] if targets else None,
+        what=what,
+        metavar=metavar,
+        flag=flag if value is not None else "-o",
+        command=command,
+    )
+    return target, (formats[0] if formats else OutputFormat.text)
+
+
 def start(
-    workflow: Annotated[
-        str,
-        typer.Option(
-            "-o",
-            "--workflow",
-            metavar="ID",
-            help="Workflow to start: name-vN, or a name for its latest version.",
+    workflow_arg: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="WORKFLOW",
+            help="Workflow to start: name-vN, or a name for its latest version (or -o WORKFLOW).",
             show_default=False,
         ),
-    ],
-    input_file: InputOpt = None,
+    ] = None,
+    workflow_opt: Annotated[
+        str | None,
+        typer.Option(
+            "--workflow",
+            metavar="WORKFLOW",
+            help="The workflow, whatever its name (--workflow json starts a workflow named json).",
+            show_default=False,
+        ),
+    ] = None,
+    dash_o: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-o",
+            metavar="WORKFLOW|json|text",
+            help="json or text: the output format (as --output); anything else: the workflow.",
+            show_default=False,
+        ),
+    ] = None,
+    input_source: RunInputOpt = None,
     wait: Annotated[
         bool,
         typer.Option("--wait", help="Follow the instance until it ends (floxyd runs the steps)."),
@@ -291,16 +381,26 @@ def start(
     status_check_interval: Annotated[
         str, typer.Option("--status-check-interval", help="With --wait: time between checks.")
     ] = "500ms",
-    output: OutputOpt = OutputFormat.text,
+    output_opt: OutputFormatOpt = None,
     *,
     db: DbSettings,
 ) -> None:
     """Start an instance of a registered workflow; workers (floxyd) run its steps.
 
-    Example: floxyctl start -o order-v1 -i input.json --wait
+    Example: floxyctl start order-v1 -i input.json --wait -o json
     """
+    workflow, output = _target_and_format(
+        workflow_arg,
+        ("--workflow", workflow_opt),
+        dash_o,
+        output_opt,
+        what="workflow",
+        metavar="WORKFLOW",
+        command="floxyctl start",
+        named_hint=True,
+    )
     waiting = _Waiting(wait, completion_timeout, status_check_interval)
-    data = _read_json_file(input_file) if input_file is not None else _stdin_input()
+    data = _read_input(input_source)
     with open_store(db) as store:
         with guard(db, "failed to start workflow: "):
             started = time.monotonic()
@@ -350,12 +450,6 @@ class _Waiting:
             )
             _report(store, instance_id, json_output, time.monotonic() - started, note)
         raise typer.Exit(code)
-
-
-def _stdin_input() -> Any:
-    from floxyctl.run_cmd import _read_input
-
-    return _read_input(None)
 
 
 UNCLAIMED_HINT_S = 5.0
@@ -449,11 +543,14 @@ InstanceArg = Annotated[
 ]
 InstanceOpt = Annotated[
     str | None,
+    typer.Option("--instance", metavar="ID", help="Instance ID.", show_default=False),
+]
+InstanceDashO = Annotated[
+    list[str] | None,
     typer.Option(
         "-o",
-        "--instance",
-        metavar="ID",
-        help="Instance ID, as in the reference CLI.",
+        metavar="ID|json|text",
+        help="json or text: the output format (as --output); anything else: the instance ID.",
         show_default=False,
     ),
 ]
@@ -467,12 +564,23 @@ RequestedByOpt = Annotated[
 
 def _stop(
     kind: str,
-    instance: str,
+    argument: str | None,
+    instance_opt: str | None,
+    dash_o: list[str] | None,
     reason: str,
     requested_by: str | None,
-    output: OutputFormat,
+    output_opt: OutputFormat | None,
     db: DbSettings,
 ) -> None:
+    instance, output = _target_and_format(
+        argument,
+        ("--instance", instance_opt),
+        dash_o,
+        output_opt,
+        what="instance ID",
+        metavar="ID",
+        command=f"floxyctl {kind}",
+    )
     instance_id = _parse_id(instance)
     who = requested_by or _user()
     with open_store(db) as store, guard(db, f"failed to {kind} workflow: "):
@@ -491,14 +599,8 @@ def _stop(
 
 def retry(
     instance: Annotated[str, typer.Argument(metavar="ID", help="Instance ID.", show_default=False)],
-    input_file: Annotated[
-        Path | None,
-        typer.Option(
-            "-i",
-            "--input",
-            help="New JSON input (default: the old instance's input); only with --from start.",
-            show_default=False,
-        ),
+    input_source: Annotated[
+        str | None, _new_input_option("the old instance's input; only with --from start")
     ] = None,
     start_from: Annotated[
         str,
@@ -532,7 +634,7 @@ def retry(
     if start_from not in ("start", "savepoint"):
         fail(f'invalid --from: "{start_from}" (expected start or savepoint)')
     waiting = _Waiting(wait, completion_timeout, status_check_interval)
-    data = _read_json_file(input_file) if input_file is not None else None
+    data = _read_input(input_source) if input_source is not None else None
     with open_store(db) as store:
         with guard(db, f"failed to retry instance {instance_id}: "):
             started = time.monotonic()
@@ -553,9 +655,10 @@ def retry(
 def cancel(
     instance_id: InstanceArg = None,
     instance: InstanceOpt = None,
+    dash_o: InstanceDashO = None,
     reason: Annotated[str, typer.Option("--reason", help="Why.")] = "Cancelled via floxyctl",
     requested_by: RequestedByOpt = None,
-    output: OutputOpt = OutputFormat.text,
+    output: OutputFormatOpt = None,
     *,
     db: DbSettings,
 ) -> None:
@@ -563,23 +666,16 @@ def cancel(
 
     Example: floxyctl cancel 42 --reason "customer changed their mind"
     """
-    instance = given_once(
-        instance_id,
-        instance,
-        what="instance ID",
-        metavar="ID",
-        flag="-o",
-        command="floxyctl cancel",
-    )
-    _stop("cancel", instance, reason, requested_by, output, db)
+    _stop("cancel", instance_id, instance, dash_o, reason, requested_by, output, db)
 
 
 def abort(
     instance_id: InstanceArg = None,
     instance: InstanceOpt = None,
+    dash_o: InstanceDashO = None,
     reason: Annotated[str, typer.Option("--reason", help="Why.")] = "Aborted via floxyctl",
     requested_by: RequestedByOpt = None,
-    output: OutputOpt = OutputFormat.text,
+    output: OutputFormatOpt = None,
     *,
     db: DbSettings,
 ) -> None:
@@ -587,10 +683,7 @@ def abort(
 
     Example: floxyctl abort 42 --reason "runaway job"
     """
-    instance = given_once(
-        instance_id, instance, what="instance ID", metavar="ID", flag="-o", command="floxyctl abort"
-    )
-    _stop("abort", instance, reason, requested_by, output, db)
+    _stop("abort", instance_id, instance, dash_o, reason, requested_by, output, db)
 
 
 def decide(
@@ -953,7 +1046,7 @@ def dlq_show(record: DlqIdArg, output: OutputOpt = OutputFormat.text, *, db: DbS
     print("error: " + (found.error or ""))
 
 
-def dlq_delete(record: DlqIdArg, *, db: DbSettings) -> None:
+def dlq_delete(record: DlqIdArg, output: OutputOpt = OutputFormat.text, *, db: DbSettings) -> None:
     """Delete a dead-letter record you have dealt with by hand (nothing is run).
 
     Example: floxyctl dlq delete 7
@@ -961,6 +1054,9 @@ def dlq_delete(record: DlqIdArg, *, db: DbSettings) -> None:
     dlq_id = _parse_id(record, "DLQ record ID")
     with open_store(db) as store, guard(db, "failed to delete: "):
         store.delete_dlq(dlq_id)
+    if output is OutputFormat.json:
+        _json({"dlq_id": dlq_id, "deleted": True})
+        return
     print(f"DLQ record {dlq_id} deleted")
 
 
@@ -968,15 +1064,7 @@ def dlq_requeue(
     record: Annotated[
         str, typer.Argument(metavar="DLQ_ID", help="DLQ record ID.", show_default=False)
     ],
-    input_file: Annotated[
-        Path | None,
-        typer.Option(
-            "-i",
-            "--input",
-            help="New JSON input for the step (default: its old input).",
-            show_default=False,
-        ),
-    ] = None,
+    input_source: Annotated[str | None, _new_input_option("the step's old input")] = None,
     output: OutputOpt = OutputFormat.text,
     *,
     db: DbSettings,
@@ -986,7 +1074,7 @@ def dlq_requeue(
     Example: floxyctl dlq requeue 7 -i fixed-input.json
     """
     dlq_id = _parse_id(record, "DLQ record ID")
-    new_input = _read_json_file(input_file) if input_file is not None else None
+    new_input = _read_input(input_source) if input_source is not None else None
     with open_store(db) as store, guard(db, "failed to requeue: "):
         found = store.find_dlq(dlq_id)
         instance_id = _runtime(store).requeue(dlq_id, new_input)

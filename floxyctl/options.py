@@ -72,7 +72,7 @@ OPTIONS: dict[str, Option] = {
         metavar="STEP=confirm|reject",
     ),
     "output": Option(
-        ("--output",),
+        ("-o", "--output"),
         "text for people; json for programs (one document on stdout).",
         OutputFormat.text,
         kind="output",
