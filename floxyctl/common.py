@@ -135,8 +135,9 @@ def run_command(command: Callable[[], object], *, skip_teardown: bool = False) -
 
     With `skip_teardown` (for `run`, which stops its runtime and closes its handlers itself) the
     process leaves with `os._exit` once its output is flushed: finalising the 150 modules a run
-    imports would add about 7 ms, a sixth of a three-step run. Not when a third-party plugin is
-    loaded or a non-daemon thread still runs: their exit handlers and work must not be cut off.
+    imports would add about 7 ms, a sixth of a three-step run. Not when a third-party plugin or
+    a `type: python` handler's module is loaded, or a non-daemon thread still runs: their exit
+    handlers and work must not be cut off.
     """
     from floxy_core.logs import configure_on_first_use
 
@@ -157,8 +158,14 @@ def _nothing_left_to_run() -> bool:
     import threading
 
     third_party = _Plugins.loaded is not None and _Plugins.loaded.manager is not None
+    python = sys.modules.get("floxy_core.handlers.python")
+    user_code = python is not None and bool(getattr(python, "USER_MODULES", ()))
     main = threading.main_thread()
-    return not third_party and all(t.daemon or t is main for t in threading.enumerate())
+    return (
+        not third_party
+        and not user_code
+        and all(t.daemon or t is main for t in threading.enumerate())
+    )
 
 
 def _exit_now(code: int) -> NoReturn:

@@ -25,6 +25,10 @@ from floxy_core.ports import StepContext
 
 __all__ = ["EXEC_PATTERN", "PythonHandler", "resolve"]
 
+USER_MODULES: set[str] = set()
+"""Modules imported for python handlers: their `atexit` handlers must run, so a process that
+imported one leaves through the normal teardown (floxyctl's fast exit checks this)."""
+
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 EXEC_PATTERN = rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$"
 """`package.module:function`; the part after the colon may be dotted (`module:Class.method`)."""
@@ -46,6 +50,7 @@ def resolve(target: str) -> PythonFunction:
     module_name, _, attr_path = target.partition(":")
     try:
         module = importlib.import_module(module_name)
+        USER_MODULES.add(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
             raise _fail(
