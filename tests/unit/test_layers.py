@@ -85,3 +85,20 @@ def test_the_engine_asks_the_graph_not_the_builder(name: str) -> None:
         "floxy_core.conditions",
         "floxy_core.durations",
     }
+
+
+def test_the_public_api_is_lazy_and_complete() -> None:
+    """`import floxy_core` loads nothing else; every name of `__all__` resolves."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, floxy_core as f\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('floxy_core.'))\n"
+        "assert loaded == [], loaded\n"
+        "assert sorted(set(f.__all__) - {'__version__'}) == sorted(f._HOMES), 'all vs homes'\n"
+        "for name in f.__all__: getattr(f, name)\n"
+        "assert 'floxy_core.runtime' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
