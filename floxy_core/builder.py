@@ -33,6 +33,7 @@ from floxy_core.model import (
     StepDefinition,
     StepType,
     WorkflowDefinition,
+    default_join_name,
 )
 from floxy_core.records import field, record, replace
 
@@ -159,7 +160,7 @@ class Builder:
                 self._add_compensation(task.on_failure)
                 definition = replace(definition, on_failure=task.on_failure.name)
             self._add(replace(definition, prev=name))
-        join_name = join or f"{name}_join"
+        join_name = join or default_join_name(name)
         self._link(
             StepDefinition(
                 name=join_name,

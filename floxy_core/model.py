@@ -21,6 +21,12 @@ ROOT = "_root_"
 VIRTUAL_PREFIX = "cond#"
 """Names starting with this are reserved for the engine's virtual join entries."""
 
+
+def default_join_name(block: str) -> str:
+    """The join a `parallel` gets, and a `fork` without `join.name` (DECISIONS.md)."""
+    return f"{block}_join"
+
+
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_PRIORITY = 50
 RETRY_PRIORITY = 100

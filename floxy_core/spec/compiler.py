@@ -22,6 +22,7 @@ from floxy_core.model import (
     TLSConfig,
     WorkflowDefinition,
     WorkflowFile,
+    default_join_name,
 )
 from floxy_core.secrets import redact
 from floxy_core.spec.document import RETRY_STRATEGIES, Document, expression_key
@@ -170,7 +171,9 @@ def _add_steps(builder: Builder, steps: Sequence[Any], handlers: Mapping[str, Ha
         elif kind == "fork":
             builder.fork(raw["name"], *(_branch(b, handlers) for b in raw["branches"]))
             join = raw.get("join") or {}
-            builder.join(join.get("name") or f"{raw['name']}_join", join.get("strategy", "all"))
+            builder.join(
+                join.get("name") or default_join_name(raw["name"]), join.get("strategy", "all")
+            )
         elif kind == "human":
             builder.wait_human_confirm(
                 raw["name"], timeout_ms=_ms(raw, "timeout"), metadata=raw.get("metadata")

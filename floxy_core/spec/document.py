@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from floxy_core.errors import SpecError, ValidationError
+from floxy_core.model import RetryStrategy
 from floxy_core.records import field, record
 
 PathT = tuple[str | int, ...]
 Pos = tuple[int, int]
 
-RETRY_STRATEGIES = ("fixed", "linear", "exponential", "")
+RETRY_STRATEGIES = (*(s.value for s in RetryStrategy), "")
 """What `retry_strategy` may say; any other string is taken as fixed, with a warning, because
 the reference silently treats it so (and reference files must load unchanged)."""
 

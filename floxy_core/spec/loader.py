@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from floxy_core.durations import MAX_DURATION_MS, parse_duration_ms
 from floxy_core.errors import ConditionError, InputError, SpecError, ValidationError
+from floxy_core.model import ROOT, VIRTUAL_PREFIX, default_join_name
 from floxy_core.records import record
 from floxy_core.resources import schema_path
 from floxy_core.spec.cache import script_exists, script_file, url_references
@@ -57,8 +58,8 @@ MAX_DEPTH = 64
 """Cap on nesting; deeper documents are not workflows and would exhaust the recursion limit."""
 
 STEP_TYPES = ("task", "parallel", "condition", "savepoint", "fork", "human")
-_RESERVED_ROOT = "_root_"
-_RESERVED_PREFIX = "cond#"
+_RESERVED_ROOT = ROOT
+_RESERVED_PREFIX = VIRTUAL_PREFIX
 _DURATION_HINT = "use milliseconds or 250ms, 2s, 5m, 1h"
 
 
@@ -730,7 +731,8 @@ class _Semantics:
                 for i, task in enumerate(tasks):
                     self._parallel_task(task, (*path, "tasks", i))
             if declared:
-                self._declare(f"{name}_join", f'join "{name}_join" of parallel "{name}"', name_path)
+                join = default_join_name(str(name))
+                self._declare(join, f'join "{join}" of parallel "{name}"', name_path)
         elif kind == "condition":
             self._declare(name, f'condition "{name}"', name_path)
             key = expression_key(step)
@@ -794,7 +796,8 @@ class _Semantics:
                 join_name, f'join "{join_name}" of fork "{name}"', (*path, "join", "name")
             )
         elif declared:
-            self._declare(f"{name}_join", f'join "{name}_join" of fork "{name}"', name_path)
+            default = default_join_name(str(name))
+            self._declare(default, f'join "{default}" of fork "{name}"', name_path)
 
     def _on_failure(self, value: Any, path: PathT) -> None:
         if isinstance(value, str) and value:
