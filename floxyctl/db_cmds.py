@@ -343,6 +343,18 @@ def _target_and_format(
     return target, (formats[0] if formats else OutputFormat.text)
 
 
+WaitOpt = Annotated[
+    bool,
+    typer.Option("--wait", help="Follow the instance until it ends (floxyd runs its steps)."),
+]
+CompletionTimeoutOpt = Annotated[
+    str, typer.Option("--completion-timeout", help="With --wait: give up after (exit 3).")
+]
+StatusCheckOpt = Annotated[
+    str, typer.Option("--status-check-interval", help="With --wait: time between checks.")
+]
+
+
 def start(
     workflow_arg: Annotated[
         str | None,
@@ -371,16 +383,9 @@ def start(
         ),
     ] = None,
     input_source: RunInputOpt = None,
-    wait: Annotated[
-        bool,
-        typer.Option("--wait", help="Follow the instance until it ends (floxyd runs the steps)."),
-    ] = False,
-    completion_timeout: Annotated[
-        str, typer.Option("--completion-timeout", help="With --wait: give up after (exit 3).")
-    ] = "10m",
-    status_check_interval: Annotated[
-        str, typer.Option("--status-check-interval", help="With --wait: time between checks.")
-    ] = "500ms",
+    wait: WaitOpt = False,
+    completion_timeout: CompletionTimeoutOpt = "10m",
+    status_check_interval: StatusCheckOpt = "500ms",
     output_opt: OutputFormatOpt = None,
     *,
     db: DbSettings,
@@ -612,16 +617,9 @@ def retry(
         ),
     ] = "start",
     requested_by: RequestedByOpt = None,
-    wait: Annotated[
-        bool,
-        typer.Option("--wait", help="Follow the new instance until it ends (floxyd runs it)."),
-    ] = False,
-    completion_timeout: Annotated[
-        str, typer.Option("--completion-timeout", help="With --wait: give up after (exit 3).")
-    ] = "10m",
-    status_check_interval: Annotated[
-        str, typer.Option("--status-check-interval", help="With --wait: time between checks.")
-    ] = "500ms",
+    wait: WaitOpt = False,
+    completion_timeout: CompletionTimeoutOpt = "10m",
+    status_check_interval: StatusCheckOpt = "500ms",
     output: OutputOpt = OutputFormat.text,
     *,
     db: DbSettings,

@@ -118,21 +118,28 @@ def flows(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def db(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One database with the flows registered, shared by the tests of this module.
+def registered_database(
+    pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, flows: str
+) -> Iterator[str]:
+    """A database with `flows` registered, for a module's tests to share (a module fixture:
+    `yield from registered_database(...)`).
 
     Made like `pg_dsn` (a clone of the migrated template) but once: a clone costs seconds, and
     each test only looks at the instances it starts itself.
     """
     dsn = pg_cluster.create_database()
     path = tmp_path_factory.mktemp("flows") / "flows.yaml"
-    path.write_text(FLOWS)
+    path.write_text(flows)
     try:
         ok("register", "-f", str(path), dsn=dsn)
         yield dsn
     finally:
         pg_cluster.drop_database(dsn)
+
+
+@pytest.fixture(scope="module")
+def db(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from registered_database(pg_cluster, tmp_path_factory, FLOWS)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from floxy_core.errors import HandlerError
 from floxy_core.ports import StepContext
 from floxy_core.runtime import Runtime
 from floxy_core.storage.postgres import PostgresStore
-from tests.e2e.test_db_cli import Py, as_json, drive, floxyctl, ok, usage_error
+from tests.e2e.test_db_cli import Py, as_json, drive, floxyctl, ok, registered_database, usage_error
 from tests.pgcluster import Cluster
 
 FLOWS = """\
@@ -34,14 +34,7 @@ flows:
 
 @pytest.fixture(scope="module")
 def db(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    dsn = pg_cluster.create_database()
-    path = tmp_path_factory.mktemp("flows") / "flows.yaml"
-    path.write_text(FLOWS)
-    try:
-        ok("register", "-f", str(path), dsn=dsn)
-        yield dsn
-    finally:
-        pg_cluster.drop_database(dsn)
+    yield from registered_database(pg_cluster, tmp_path_factory, FLOWS)
 
 
 class Shop:

@@ -19,7 +19,7 @@ import pytest
 from floxy_core.ports import StepContext
 from floxy_core.runtime import Runtime
 from floxy_core.storage.postgres import PostgresStore
-from tests.e2e.test_db_cli import _DB_VARS, FLOXYCTL, Py, ok
+from tests.e2e.test_db_cli import _DB_VARS, FLOXYCTL, Py, registered_database
 from tests.pgcluster import Cluster
 
 FLOWS = """\
@@ -35,14 +35,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 @pytest.fixture(scope="module")
 def db(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    dsn = pg_cluster.create_database()
-    path = tmp_path_factory.mktemp("flows") / "flows.yaml"
-    path.write_text(FLOWS)
-    try:
-        ok("register", "-f", str(path), dsn=dsn)
-        yield dsn
-    finally:
-        pg_cluster.drop_database(dsn)
+    yield from registered_database(pg_cluster, tmp_path_factory, FLOWS)
 
 
 class Gate:

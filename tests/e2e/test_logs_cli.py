@@ -14,7 +14,7 @@ import pytest
 from floxy_core.handlers.bash import BashHandler
 from floxy_core.runtime import Runtime
 from floxy_core.storage.postgres import PostgresStore
-from tests.e2e.test_db_cli import FLOXYCTL, floxyctl, ok, start, usage_error
+from tests.e2e.test_db_cli import FLOXYCTL, floxyctl, ok, registered_database, start, usage_error
 from tests.pgcluster import Cluster
 
 GREET = "echo greeting >&2; echo '{\"greeted\": true}'"
@@ -39,14 +39,7 @@ flows:
 
 @pytest.fixture(scope="module")
 def db(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    dsn = pg_cluster.create_database()
-    path = tmp_path_factory.mktemp("flows") / "flows.yaml"
-    path.write_text(FLOWS)
-    try:
-        ok("register", "-f", str(path), dsn=dsn)
-        yield dsn
-    finally:
-        pg_cluster.drop_database(dsn)
+    yield from registered_database(pg_cluster, tmp_path_factory, FLOWS)
 
 
 @pytest.fixture(scope="module")
