@@ -102,3 +102,54 @@ def test_the_public_api_is_lazy_and_complete() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module → the project modules it imports when it is loaded (not under TYPE_CHECKING, not
+    inside a function: those are deferred on purpose)."""
+    repo = ROOT.parent
+    modules: dict[str, Path] = {}
+    for package in ("floxy_core", "floxyctl", "floxyd"):
+        for path in (repo / package).rglob("*.py"):
+            name = ".".join(path.relative_to(repo).with_suffix("").parts)
+            modules[name.removesuffix(".__init__")] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str] = set()
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                continue
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Import):
+                    found.update(alias.name for alias in sub.names)
+                elif isinstance(sub, ast.ImportFrom) and sub.module and not sub.level:
+                    found.add(sub.module)
+                    found.update(f"{sub.module}.{alias.name}" for alias in sub.names)
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_no_module_imports_itself_back() -> None:
+    """No import circles among floxy's modules as they load."""
+    graph = _module_graph()
+    assert "floxy_core.engine.state" in graph["floxy_core.engine.decisions"]
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        path.append(name)
+        for dep in sorted(graph[name]):
+            if state.get(dep) == 1:
+                cycle = [*path[path.index(dep) :], dep]
+                raise AssertionError("import circle: " + " -> ".join(cycle))
+            if dep not in state:
+                visit(dep)
+        path.pop()
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
