@@ -8,7 +8,7 @@ A plugin is a module or object with `@hookimpl` functions, published under the e
     slack = "floxy_slack.plugin"
 
     # floxy_slack/plugin.py
-    from floxy_core.plugins import HandlerType, hookimpl
+    from floxy_core.plugin_api import HandlerType, hookimpl
 
     @hookimpl
     def floxy_handler_types():
@@ -18,7 +18,9 @@ A plugin is a module or object with `@hookimpl` functions, published under the e
     def floxy_workflow_failed(instance, error):
         post_to_slack(f"{instance.workflow_id} #{instance.id} failed: {error}")
 
-Bash, HTTP and python handlers register through the same hook (`floxy_core.handlers.builtin`).
+What a plugin author needs is in the leaf module `floxy_core.plugin_api`; this module
+re-exports it (`HandlerType`, `BuildContext`, `hookimpl`, `hookspec`). Bash, HTTP and python
+handlers register through the same hook (`floxy_core.handlers.builtin`).
 Hook errors are logged and counted and never stop the engine; only `floxy_workflow_starting` may
 veto a start, by raising. A plugin object may set `floxy_priority` (default 50): higher runs
 first.
@@ -31,48 +33,33 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from floxy_core import plugin_api
 from floxy_core.errors import FloxyError
 from floxy_core.logs import get_logger
-from floxy_core.model import JSON, HandlerSpec, Instance
+from floxy_core.model import JSON, Instance
+from floxy_core.plugin_api import PROJECT as PROJECT
+from floxy_core.plugin_api import BuildContext as BuildContext
+from floxy_core.plugin_api import HandlerType as HandlerType
 from floxy_core.records import field, record
 
 if TYPE_CHECKING:
     import pluggy
-
-    from floxy_core.handlers.registry import BuildContext
-    from floxy_core.ports import Handler
 
     hookspec: pluggy.HookspecMarker
     hookimpl: pluggy.HookimplMarker
 
 log = get_logger("floxy.plugins")
 
-PROJECT = "floxy"
-ENTRY_POINT_GROUP = "floxy"
+ENTRY_POINT_GROUP = PROJECT
 
 
 def __getattr__(name: str) -> Any:
-    """`hookimpl` and `hookspec` import pluggy when a plugin first asks for them: a run with
-    only the built-in handler types never needs pluggy, which costs `floxyctl run` about 5 ms.
-    Once made, a marker is a plain module attribute and this is not called again."""
+    """`hookimpl` and `hookspec` are `floxy_core.plugin_api`'s (made, with pluggy, on first
+    use)."""
     if name not in ("hookimpl", "hookspec"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import pluggy
-
-    kind = pluggy.HookimplMarker if name == "hookimpl" else pluggy.HookspecMarker
-    marker = globals()[name] = kind(PROJECT)
+    marker = globals()[name] = getattr(plugin_api, name)
     return marker
-
-
-@record(frozen=True)
-class HandlerType:
-    """A kind of handler a plugin adds: YAML `type: <name>` handlers are built by `factory`."""
-
-    name: str
-    factory: Callable[[HandlerSpec, BuildContext], Handler]
-    schema: Mapping[str, Any] | None = None
-    """JSON Schema of the handler's own keys (everything but name and type)."""
-    description: str = ""
 
 
 class StartVetoed(FloxyError):
@@ -255,7 +242,7 @@ def _mark_builtin(plugin: object) -> None:
     run); they get it here, once a manager is made, and pluggy sees them like any other."""
     from floxy_core.hookspecs import HookSpecs
 
-    marker = __getattr__("hookimpl")
+    marker = plugin_api.hookimpl
     for name in dir(HookSpecs):
         function = getattr(plugin, name, None) if name.startswith("floxy_") else None
         if callable(function) and not hasattr(function, f"{PROJECT}_impl"):
