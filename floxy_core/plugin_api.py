@@ -15,6 +15,7 @@ manager or pluggy (the markers import pluggy on first use)::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from floxy_core.errors import HandlerError, HandlerTimeout
@@ -29,10 +30,13 @@ if TYPE_CHECKING:
     hookimpl: pluggy.HookimplMarker
 
 __all__ = [
+    "HANDLER_TYPES_HOOK",
     "JSON",
     "PROJECT",
+    "STARTING_HOOK",
     "BuildContext",
     "DebugLog",
+    "Event",
     "Handler",
     "HandlerError",
     "HandlerFactory",
@@ -50,6 +54,39 @@ PROJECT = "floxy"
 """pluggy's project name: the markers' name and the entry-point group."""
 
 DebugLog = Callable[[str], None]
+
+
+class Event(StrEnum):
+    """A lifecycle event the engine fires after commit; plugins implement `floxy_<value>`
+    (`Event.STEP_FAILED.hook == "floxy_step_failed"`). A test checks these against the
+    hookspecs and against every name the engine fires, with its arguments."""
+
+    WORKFLOW_STARTED = "workflow_started"
+    WORKFLOW_COMPLETED = "workflow_completed"
+    WORKFLOW_FAILED = "workflow_failed"
+    WORKFLOW_CANCELLED = "workflow_cancelled"
+    WORKFLOW_ABORTED = "workflow_aborted"
+    WORKFLOW_PAUSED = "workflow_paused"
+    WORKFLOW_RESUMED = "workflow_resumed"
+    STEP_STARTED = "step_started"
+    STEP_COMPLETED = "step_completed"
+    STEP_FAILED = "step_failed"
+    STEP_RETRIED = "step_retried"
+    STEP_WAITING_DECISION = "step_waiting_decision"
+    HUMAN_DECIDED = "human_decided"
+    COMPENSATION_STARTED = "compensation_started"
+    COMPENSATION_FINISHED = "compensation_finished"
+
+    @property
+    def hook(self) -> str:
+        """The name of the hook a plugin implements for this event."""
+        return f"{PROJECT}_{self.value}"
+
+
+HANDLER_TYPES_HOOK = "floxy_handler_types"
+"""Called once when the plugins are loaded; returns a list of `HandlerType`."""
+STARTING_HOOK = "floxy_workflow_starting"
+"""Called before an instance is created; an exception vetoes the start."""
 
 
 def __getattr__(name: str) -> Any:

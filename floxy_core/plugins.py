@@ -37,7 +37,7 @@ from floxy_core import plugin_api
 from floxy_core.errors import FloxyError
 from floxy_core.logs import get_logger
 from floxy_core.model import JSON, Instance
-from floxy_core.plugin_api import PROJECT as PROJECT
+from floxy_core.plugin_api import HANDLER_TYPES_HOOK, PROJECT, STARTING_HOOK, Event
 from floxy_core.plugin_api import BuildContext as BuildContext
 from floxy_core.plugin_api import HandlerType as HandlerType
 from floxy_core.records import field, record
@@ -149,7 +149,7 @@ class Plugins:
             ) from exc
         self._guard(manager)
         self._declared.clear()
-        batches: list[list[HandlerType]] = manager.hook.floxy_handler_types()
+        batches: list[list[HandlerType]] = getattr(manager.hook, HANDLER_TYPES_HOOK)()
         for info in self.infos:
             if info.name in self._declared:
                 info.handler_types = [t.name for t in self._declared[info.name]]
@@ -170,21 +170,21 @@ class Plugins:
     def _guarded(
         self, hook_name: str, plugin_name: str, function: Callable[..., Any]
     ) -> Callable[..., Any]:
-        if hook_name == "floxy_handler_types":
+        if hook_name == HANDLER_TYPES_HOOK:
 
             def guard(*args: Any, **kwargs: Any) -> Any:
                 try:
                     result = function(*args, **kwargs)
                 except Exception as exc:
                     raise FloxyError(
-                        f"plugin {plugin_name!r} failed in floxy_handler_types: "
+                        f"plugin {plugin_name!r} failed in {HANDLER_TYPES_HOOK}: "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
                 if result is not None:
                     self._declared[plugin_name] = list(result)
                 return result
 
-        elif hook_name == "floxy_workflow_starting":
+        elif hook_name == STARTING_HOOK:
 
             def guard(*args: Any, **kwargs: Any) -> Any:
                 try:
@@ -210,16 +210,17 @@ class Plugins:
         """Handler types by name; a higher-priority plugin wins a name clash."""
         return dict(self._types)
 
-    def call(self, hook: str, **kwargs: Any) -> None:
-        """Call `floxy_<hook>` through pluggy; log and count errors, never raise."""
+    def call(self, event: Event | str, **kwargs: Any) -> None:
+        """Call the event's hook (`floxy_<event>`) through pluggy; log and count errors, never
+        raise. A name that is no `Event` is a bug of the caller: ValueError."""
         if self.manager is None:
             return
-        caller = getattr(self.manager.hook, f"floxy_{hook}")
+        hook = Event(event).hook
         try:
-            caller(**kwargs)
+            getattr(self.manager.hook, hook)(**kwargs)
         except Exception:  # a wrapper's own exception: the plain ones are guarded
             self.errors += 1
-            log.exception("a plugin's hook wrapper failed in floxy_%s", hook)
+            log.exception("a plugin's hook wrapper failed in %s", hook)
 
     def runtime_hook(self, name: str, instance: Instance, kwargs: Mapping[str, Any]) -> None:
         """Adapter for `Runtime.hooks`."""
@@ -231,7 +232,7 @@ class Plugins:
             return
         self._vetoer.name = None
         try:
-            self.manager.hook.floxy_workflow_starting(workflow_id=workflow_id, input=data)
+            getattr(self.manager.hook, STARTING_HOOK)(workflow_id=workflow_id, input=data)
         except Exception as exc:
             who = self._vetoer.name or "hook wrapper"
             raise StartVetoed(f"plugin {who} refused to start: {exc}") from exc
