@@ -1,4 +1,4 @@
-"""The plugin system: pluggy hookspecs for handler types and lifecycle hooks, and the manager.
+"""The plugin manager: finds plugins, collects their handler types, calls their hooks safely.
 
 A plugin is a module or object with `@hookimpl` functions, published under the entry-point group
 `floxy`::
@@ -20,10 +20,10 @@ A plugin is a module or object with `@hookimpl` functions, published under the e
 
 What a plugin author needs is in the leaf module `floxy_core.plugin_api`; this module
 re-exports it (`HandlerType`, `BuildContext`, `hookimpl`, `hookspec`). Bash, HTTP and python
-handlers register through the same hook (`floxy_core.handlers.builtin`).
-Hook errors are logged and counted and never stop the engine; only `floxy_workflow_starting` may
-veto a start, by raising. A plugin object may set `floxy_priority` (default 50): higher runs
-first.
+handlers register through the same hook (`floxy_core.handlers.builtin`); the hooks themselves
+are specified in `floxy_core.hookspecs`. Hook errors are logged and counted and never stop the
+engine; only `floxy_workflow_starting` may veto a start, by raising. A plugin object may set
+`floxy_priority` (default 50): higher runs first.
 """
 
 from __future__ import annotations
