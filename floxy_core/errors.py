@@ -74,11 +74,21 @@ class ConditionError(FloxyError):
 
 
 class HandlerError(FloxyError):
-    """A handler call failed. `retryable=False` tells the engine a retry cannot help."""
+    """A handler call failed. `retryable=False` tells the engine a retry cannot help;
+    `retry_after_s` asks for the next attempt that many seconds from now instead of the step's
+    backoff (bounded by its `retry_max_delay`), as an HTTP `Retry-After` does."""
 
-    def __init__(self, message: str, *, retryable: bool = True, stderr: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        stderr: str = "",
+        retry_after_s: float | None = None,
+    ) -> None:
         self.retryable = retryable
         self.stderr = stderr
+        self.retry_after_s = retry_after_s
         super().__init__(message)
 
 

@@ -6,7 +6,7 @@ Imported only when a plugin beyond the built-ins is loaded; see `floxy_core.plug
 from __future__ import annotations
 
 from floxy_core.model import JSON, Instance
-from floxy_core.plugins import HandlerType, hookspec
+from floxy_core.plugin_api import HandlerType, hookspec
 
 
 class HookSpecs:

@@ -1,4 +1,4 @@
-"""The plugin system: pluggy hookspecs for handler types and lifecycle hooks, and the manager.
+"""The plugin manager: finds plugins, collects their handler types, calls their hooks safely.
 
 A plugin is a module or object with `@hookimpl` functions, published under the entry-point group
 `floxy`::
@@ -8,7 +8,7 @@ A plugin is a module or object with `@hookimpl` functions, published under the e
     slack = "floxy_slack.plugin"
 
     # floxy_slack/plugin.py
-    from floxy_core.plugins import HandlerType, hookimpl
+    from floxy_core.plugin_api import HandlerType, hookimpl
 
     @hookimpl
     def floxy_handler_types():
@@ -18,60 +18,48 @@ A plugin is a module or object with `@hookimpl` functions, published under the e
     def floxy_workflow_failed(instance, error):
         post_to_slack(f"{instance.workflow_id} #{instance.id} failed: {error}")
 
-Bash, HTTP and python handlers register through the same hook (`floxy_core.handlers.builtin`).
-Hook errors are logged and counted and never stop the engine; only `floxy_workflow_starting` may
-veto a start, by raising. A plugin object may set `floxy_priority` (default 50): higher runs
-first.
+What a plugin author needs is in the leaf module `floxy_core.plugin_api`; this module
+re-exports it (`HandlerType`, `BuildContext`, `hookimpl`, `hookspec`). Bash, HTTP and python
+handlers register through the same hook (`floxy_core.handlers.builtin`); the hooks themselves
+are specified in `floxy_core.hookspecs`. Hook errors are logged and counted and never stop the
+engine; only `floxy_workflow_starting` may veto a start, by raising. A plugin object may set
+`floxy_priority` (default 50): higher runs first.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from floxy_core import plugin_api
 from floxy_core.errors import FloxyError
 from floxy_core.logs import get_logger
-from floxy_core.model import JSON, HandlerSpec, Instance
+from floxy_core.model import JSON, Instance
+from floxy_core.plugin_api import HANDLER_TYPES_HOOK, PROJECT, STARTING_HOOK, Event
+from floxy_core.plugin_api import BuildContext as BuildContext
+from floxy_core.plugin_api import HandlerType as HandlerType
 from floxy_core.records import field, record
 
 if TYPE_CHECKING:
     import pluggy
-
-    from floxy_core.handlers.registry import BuildContext
-    from floxy_core.ports import Handler
 
     hookspec: pluggy.HookspecMarker
     hookimpl: pluggy.HookimplMarker
 
 log = get_logger("floxy.plugins")
 
-PROJECT = "floxy"
-ENTRY_POINT_GROUP = "floxy"
+ENTRY_POINT_GROUP = PROJECT
 
 
 def __getattr__(name: str) -> Any:
-    """`hookimpl` and `hookspec` import pluggy when a plugin first asks for them: a run with
-    only the built-in handler types never needs pluggy, which costs `floxyctl run` about 5 ms.
-    Once made, a marker is a plain module attribute and this is not called again."""
+    """`hookimpl` and `hookspec` are `floxy_core.plugin_api`'s (made, with pluggy, on first
+    use)."""
     if name not in ("hookimpl", "hookspec"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import pluggy
-
-    kind = pluggy.HookimplMarker if name == "hookimpl" else pluggy.HookspecMarker
-    marker = globals()[name] = kind(PROJECT)
+    marker = globals()[name] = getattr(plugin_api, name)
     return marker
-
-
-@record(frozen=True)
-class HandlerType:
-    """A kind of handler a plugin adds: YAML `type: <name>` handlers are built by `factory`."""
-
-    name: str
-    factory: Callable[[HandlerSpec, BuildContext], Handler]
-    schema: Mapping[str, Any] | None = None
-    """JSON Schema of the handler's own keys (everything but name and type)."""
-    description: str = ""
 
 
 class StartVetoed(FloxyError):
@@ -87,11 +75,23 @@ class PluginInfo:
 
 
 class Plugins:
-    """A pluggy manager plus what floxy needs from it: handler factories and safe hook calls.
+    """A pluggy manager plus what floxy needs from it: handler types and safe hook calls.
 
-    Handler types are collected once, when the plugins are registered. The built-in plugin adds
-    handler types only, so it needs no pluggy registration, and with no other plugin there is no
-    manager at all.
+    Every hook is called through pluggy's own hook caller (`manager.hook.floxy_<name>`), so
+    `tryfirst`, `trylast`, `wrapper=True` and old-style `hookwrapper=True` implementations
+    behave as pluggy documents. What floxy adds is error isolation: when the plugins are
+    loaded, each plain implementation's function is replaced by a guard that logs and counts
+    its exception and returns None, so one plugin's bug neither stops the other plugins nor
+    reaches the engine (pluggy itself would abandon the call at the first exception). A
+    wrapper sees the call succeed; an exception a wrapper raises itself is caught at the call,
+    logged and counted. `floxy_workflow_starting` is not guarded that way: its first exception
+    is the veto. `floxy_handler_types` is not either: a plugin that cannot say its types stops
+    the load.
+
+    Handler types are collected once, when the plugins are registered. With the built-in
+    plugin alone there is no manager at all (pluggy costs a short `floxyctl run` about 5 ms),
+    and its handler types are read directly; once any other plugin is loaded, the built-in one
+    is registered with pluggy like a third-party plugin.
     """
 
     def __init__(self) -> None:
@@ -100,6 +100,8 @@ class Plugins:
         self.errors = 0
         self._staged: list[tuple[int, str, object, PluginInfo]] = []
         self._types: dict[str, HandlerType] = {}
+        self._declared: dict[str, list[HandlerType]] = {}
+        self._vetoer = threading.local()
 
     def add(self, plugin: object, name: str, *, version: str = "", builtin: bool = False) -> None:
         priority = int(getattr(plugin, "floxy_priority", 50))
@@ -110,36 +112,115 @@ class Plugins:
         a later plugin's handler type replaces an earlier one of the same name."""
         staged = sorted(self._staged, key=lambda s: s[0])
         self._staged.clear()
+        if self.manager is None and all(info.builtin for *_, info in staged):
+            for _, _, plugin, info in staged:
+                self.infos.append(info)
+                impl = getattr(plugin, "floxy_handler_types", None)
+                if callable(impl):
+                    batch = impl()
+                    info.handler_types = [t.name for t in batch]
+                    self._types.update((t.name, t) for t in batch)
+            return self
+        import pluggy
+
+        if self.manager is None:
+            self.manager = _new_manager()
+        manager = self.manager
         for _, name, plugin, info in staged:
-            if not info.builtin:
-                if self.manager is None:
-                    self.manager = _new_manager()
-                self.manager.register(plugin, name=name)
+            if info.builtin:
+                _mark_builtin(plugin)
+            try:
+                manager.register(plugin, name=name)
+            except pluggy.PluginValidationError as exc:
+                raise FloxyError(f"plugin {name!r} cannot be loaded: {exc}") from exc
             self.infos.append(info)
-            impl = getattr(plugin, "floxy_handler_types", None)
-            if callable(impl):
-                batch = impl()
-                info.handler_types = [t.name for t in batch]
-                self._types.update((t.name, t) for t in batch)
+        try:
+            manager.check_pending()
+        except pluggy.PluginValidationError as exc:
+            unknown = sorted(
+                name
+                for name, caller in vars(manager.hook).items()
+                if not caller.has_spec()
+                and any(i.plugin is exc.plugin for i in caller.get_hookimpls())
+            )
+            raise FloxyError(
+                f"plugin {manager.get_name(exc.plugin)!r} implements unknown hook(s) "
+                f"{', '.join(unknown)}: a misspelled name? (docs/plugins.md lists the hooks)"
+            ) from exc
+        self._guard(manager)
+        self._declared.clear()
+        batches: list[list[HandlerType]] = getattr(manager.hook, HANDLER_TYPES_HOOK)()
+        for info in self.infos:
+            if info.name in self._declared:
+                info.handler_types = [t.name for t in self._declared[info.name]]
+        for batch in reversed(batches):  # pluggy's call order: the highest priority first
+            self._types.update((t.name, t) for t in batch)
         return self
+
+    def _guard(self, manager: pluggy.PluginManager) -> None:
+        """Put floxy's error handling around every plain implementation (see the class)."""
+        for hook_name, caller in vars(manager.hook).items():
+            if not hook_name.startswith("floxy_"):
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.wrapper or impl.hookwrapper or getattr(impl.function, "_floxy_guard", 0):
+                    continue
+                impl.function = self._guarded(hook_name, impl.plugin_name, impl.function)
+
+    def _guarded(
+        self, hook_name: str, plugin_name: str, function: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        if hook_name == HANDLER_TYPES_HOOK:
+
+            def guard(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    result = function(*args, **kwargs)
+                except Exception as exc:
+                    raise FloxyError(
+                        f"plugin {plugin_name!r} failed in {HANDLER_TYPES_HOOK}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                if result is not None:
+                    self._declared[plugin_name] = list(result)
+                return result
+
+        elif hook_name == STARTING_HOOK:
+
+            def guard(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return function(*args, **kwargs)
+                except Exception:
+                    self._vetoer.name = plugin_name
+                    raise
+
+        else:
+
+            def guard(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return function(*args, **kwargs)
+                except Exception:
+                    self.errors += 1
+                    log.exception("plugin %s failed in %s", plugin_name, hook_name)
+                    return None
+
+        guard._floxy_guard = 1  # type: ignore[attr-defined]
+        return guard
 
     def handler_types(self) -> dict[str, HandlerType]:
         """Handler types by name; a higher-priority plugin wins a name clash."""
         return dict(self._types)
 
-    def call(self, hook: str, **kwargs: Any) -> None:
-        """Call every implementation of `floxy_<hook>`; log and count errors, never raise."""
+    def call(self, event: Event | str, **kwargs: Any) -> None:
+        """Call the event's hook (`floxy_<event>`) through pluggy; log and count errors, never
+        raise. A name that is no `Event` is a bug of the caller: ValueError."""
         if self.manager is None:
             return
-        caller = getattr(self.manager.hook, f"floxy_{hook}", None)
-        if caller is None:
-            return
-        for impl in reversed(caller.get_hookimpls()):
-            try:
-                impl.function(**{a: kwargs[a] for a in impl.argnames if a in kwargs})
-            except Exception:
-                self.errors += 1
-                log.exception("plugin %s failed in floxy_%s", impl.plugin_name, hook)
+        hook = Event(event).hook
+        try:
+            getattr(self.manager.hook, hook)(**kwargs)
+        except Exception:  # a wrapper's own exception: the plain ones are guarded
+            self.errors += 1
+            log.exception("a plugin's hook wrapper failed in %s", hook)
 
     def runtime_hook(self, name: str, instance: Instance, kwargs: Mapping[str, Any]) -> None:
         """Adapter for `Runtime.hooks`."""
@@ -149,12 +230,24 @@ class Plugins:
         """Let plugins veto a start; the first refusal wins."""
         if self.manager is None:
             return
-        for impl in reversed(self.manager.hook.floxy_workflow_starting.get_hookimpls()):
-            args = {"workflow_id": workflow_id, "input": data}
-            try:
-                impl.function(**{a: args[a] for a in impl.argnames if a in args})
-            except Exception as exc:
-                raise StartVetoed(f"plugin {impl.plugin_name} refused to start: {exc}") from exc
+        self._vetoer.name = None
+        try:
+            getattr(self.manager.hook, STARTING_HOOK)(workflow_id=workflow_id, input=data)
+        except Exception as exc:
+            who = self._vetoer.name or "hook wrapper"
+            raise StartVetoed(f"plugin {who} refused to start: {exc}") from exc
+
+
+def _mark_builtin(plugin: object) -> None:
+    """The built-in plugin's hooks carry no `@hookimpl` (that would import pluggy for every
+    run); they get it here, once a manager is made, and pluggy sees them like any other."""
+    from floxy_core.hookspecs import HookSpecs
+
+    marker = plugin_api.hookimpl
+    for name in dir(HookSpecs):
+        function = getattr(plugin, name, None) if name.startswith("floxy_") else None
+        if callable(function) and not hasattr(function, f"{PROJECT}_impl"):
+            marker(function)
 
 
 def _new_manager() -> pluggy.PluginManager:

@@ -63,7 +63,8 @@ _REJECTED = "the result could not be stored: "
 
 
 def _retry_after_ms(seconds: object) -> int | None:
-    """A handler's `retry_after_s` in whole milliseconds, bounded (the engine caps it further)."""
+    """A `HandlerError.retry_after_s` in whole milliseconds, bounded (the engine caps it
+    further); typed `float | None`, but a plugin's handler is not type-checked."""
     if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
         return None
     return round(min(seconds * 1000, MAX_DURATION_MS))
@@ -415,7 +416,7 @@ class Runtime:
             return Outcome(
                 error=values.text(str(exc)),
                 retryable=exc.retryable,
-                retry_after_ms=_retry_after_ms(getattr(exc, "retry_after_s", None)),
+                retry_after_ms=_retry_after_ms(exc.retry_after_s),
             )
         except Exception as exc:  # a plugin's bug must not kill the worker
             log.exception("handler %r raised", work.handler)

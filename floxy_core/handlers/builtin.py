@@ -6,9 +6,8 @@ marker, which would import pluggy; `floxy_core.plugins` marks it when a manager 
 
 from __future__ import annotations
 
-from floxy_core.handlers.registry import BuildContext
 from floxy_core.model import HandlerSpec
-from floxy_core.plugins import HandlerType
+from floxy_core.plugin_api import BuildContext, HandlerType
 from floxy_core.ports import Handler
 
 floxy_priority = 0

@@ -1,30 +1,27 @@
-"""Turn declared handlers (`HandlerSpec`) into callables, by handler type (see plugins.py)."""
+"""Turn declared handlers (`HandlerSpec`) into callables, by handler type (see plugins.py).
+
+`BuildContext`, `DebugLog` and `HandlerFactory` live in `floxy_core.plugin_api`; they are
+re-exported here for plugins that import them from this module.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from floxy_core.errors import FloxyError, SpecError
-from floxy_core.model import HandlerSpec, TLSConfig, WorkflowFile
+from floxy_core.model import HandlerSpec, WorkflowFile
+from floxy_core.plugin_api import BuildContext as BuildContext
+from floxy_core.plugin_api import DebugLog as DebugLog
+from floxy_core.plugin_api import HandlerFactory as HandlerFactory
+from floxy_core.plugin_api import HandlerType
 from floxy_core.ports import Handler
-from floxy_core.records import record
-
-if TYPE_CHECKING:
-    from floxy_core.plugins import Plugins
-
-DebugLog = Callable[[str], None]
 
 
-@record(frozen=True)
-class BuildContext:
-    """What a factory may use besides the spec: the file's TLS default and the debug sink."""
+class HandlerTypes(Protocol):
+    """Where handler types come from: `floxy_core.plugins.Plugins` (no import of it here)."""
 
-    tls: TLSConfig | None = None
-    debug_log: DebugLog | None = None
-
-
-HandlerFactory = Callable[[HandlerSpec, BuildContext], Handler]
+    def handler_types(self) -> Mapping[str, HandlerType]: ...
 
 
 class HandlerBuildError(FloxyError):
@@ -44,7 +41,7 @@ def build_handlers(
     file: WorkflowFile,
     *,
     debug_log: DebugLog | None = None,
-    plugins: Plugins | None = None,
+    plugins: HandlerTypes | None = None,
     only: Iterable[str] | None = None,
 ) -> dict[str, Handler]:
     """One handler per declaration (or per name in `only`); every failure is reported together.
@@ -53,10 +50,11 @@ def build_handlers(
     plugin's JSON Schema validates the handler's own keys first.
     """
     if plugins is None:
-        from floxy_core.plugins import load_plugins
+        from floxy_core.handlers.builtin import floxy_handler_types
 
-        plugins = load_plugins(no_plugins=True)
-    table = plugins.handler_types()
+        table: Mapping[str, HandlerType] = {t.name: t for t in floxy_handler_types()}
+    else:
+        table = plugins.handler_types()
     ctx = BuildContext(tls=file.tls, debug_log=debug_log)
     built: dict[str, Handler] = {}
     problems: list[tuple[HandlerSpec, str]] = []

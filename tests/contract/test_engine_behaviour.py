@@ -467,6 +467,23 @@ def test_retry_after_is_honoured_within_the_retry_cap(harness: Any) -> None:
     assert second.at - first.at == pytest.approx(0.5, abs=1e-3)
 
 
+def test_any_handler_error_may_ask_for_a_retry_delay(harness: Any) -> None:
+    """`retry_after_s` is a field of `HandlerError`, not something only the HTTP handler has."""
+    from floxy_core.errors import HandlerError
+
+    h = harness(["a"])
+
+    def busy(ctx: Any, data: Any) -> Any:
+        if ctx.retry_count == 0:
+            raise HandlerError("busy", retry_after_s=1.5)
+        return {}
+
+    h.handlers.add("a", busy)
+    h.run(Builder("rc").step("a", options=Options(retry_delay_ms=100)).build())
+    first, second = h.handlers.calls
+    assert second.at - first.at == pytest.approx(1.5, abs=1e-3)
+
+
 def test_dlq_requeue_inside_a_parallel_block_resumes_the_join(harness: Any) -> None:
     h = harness(["x", "y", "after"])
     h.handlers.failing("y", times=1)
