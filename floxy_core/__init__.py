@@ -25,8 +25,8 @@ _HOMES = {
     "InputError": "floxy_core.errors",
     "NotFoundError": "floxy_core.errors",
     "ValidationError": "floxy_core.errors",
-    "HandlerType": "floxy_core.plugins",
-    "hookimpl": "floxy_core.plugins",
+    "HandlerType": "floxy_core.plugin_api",
+    "hookimpl": "floxy_core.plugin_api",
     "load_plugins": "floxy_core.plugins",
     "Instance": "floxy_core.model",
     "RetryStrategy": "floxy_core.model",
@@ -103,7 +103,8 @@ if TYPE_CHECKING:
     )
     from floxy_core.handlers.registry import build_handlers, close_handlers
     from floxy_core.model import Instance, RetryStrategy, StepRecord, WorkflowDefinition
-    from floxy_core.plugins import HandlerType, hookimpl, load_plugins
+    from floxy_core.plugin_api import HandlerType, hookimpl
+    from floxy_core.plugins import load_plugins
     from floxy_core.ports import StepContext
     from floxy_core.runtime import Runtime
     from floxy_core.spec import load_workflow_file, load_workflow_text
