@@ -37,6 +37,7 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     ("FLOXY_DB_USER", "--db-user", "PostgreSQL user (else PGUSER)"),
     ("FLOXY_DB_PASSWORD_FILE", "", "file holding the PostgreSQL password (first line)"),
     ("FLOXY_DB_PASSWORD", "", "PostgreSQL password (prefer FLOXY_DB_PASSWORD_FILE; never logged)"),
+    ("PG_PASSWORD", "", "PostgreSQL password, read before FLOXY_DB_PASSWORD (as by floxyctl)"),
     ("FLOXY_DB_NAME", "--db-name", "database name (else PGDATABASE)"),
     ("FLOXY_WORKERS", "--workers", f"worker threads claiming steps (default {DEFAULT_WORKERS})"),
     (

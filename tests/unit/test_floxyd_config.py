@@ -57,3 +57,10 @@ def test_incomplete_parts_name_what_is_missing() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config("f.yaml", {}, {})
     assert "FLOXY_DB_HOST" in str(caught.value) and "PGHOST" in str(caught.value)
+
+
+def test_pg_password_is_read_as_by_floxyctl_and_a_dsns_own_wins() -> None:
+    env = {**DB, "PG_PASSWORD": "first", "FLOXY_DB_PASSWORD": "second"}
+    assert conninfo_to_dict(load_config("f.yaml", {}, env).dsn)["password"] == "first"
+    own = {"FLOXY_DSN": "postgresql://u:mine@db/d", "PG_PASSWORD": "first"}
+    assert conninfo_to_dict(load_config("f.yaml", {}, own).dsn)["password"] == "mine"
