@@ -309,9 +309,16 @@ def _database(r: _Reader) -> tuple[str, str]:
 
 
 def _not_configured(names: list[str]) -> str:
+    if len(names) == len(_PARTS):
+        return (
+            "no database configured: set FLOXY_DSN, or FLOXY_DB_HOST/FLOXY_DB_PORT/FLOXY_DB_USER/"
+            "FLOXY_DB_NAME (--db-host/--db-port/--db-user/--db-name), or libpq's "
+            "PGHOST/PGPORT/PGUSER/PGDATABASE (docs/database-settings.md)"
+        )
+    fallback = {"FLOXY_DB_HOST": "PGHOST", "FLOXY_DB_NAME": "PGDATABASE"}
+    each = [f"{name} (or {fallback[name]})" for name in names]
     verb = "is" if len(names) == 1 else "are"
-    also = " or libpq's PGHOST/PGPORT/PGUSER/PGDATABASE" if len(names) == len(_PARTS) else ""
-    return f"{', '.join(names)} {verb} required (or set FLOXY_DSN to a connection string{also})"
+    return f"{' and '.join(each)} {verb} required (or set FLOXY_DSN to a connection string)"
 
 
 def _is_port(text: str) -> bool:
