@@ -24,22 +24,31 @@ or `describe` (the parameters, never `password` or `passfile`), and any other te
 `scrub`, which masks passwords by where they sit (`floxy_core.secrets.redact`), never by
 searching for their text.
 
+`resolve` is the whole decision, one call per front end: it walks `PASSWORD_SOURCES` for the
+program it is told, and the front ends only gather their flags (and floxyctl its profile and
+prompt) and turn `SettingsError` into their own message and exit code.
+
 Pure: every function takes the environment as a mapping and does no I/O but reading the
 password file it is told to read. psycopg is imported inside the functions that need it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from floxy_core.errors import InputError
+from floxy_core.records import field, record
 from floxy_core.secrets import redact
 
 __all__ = [
+    "FLOXYCTL",
+    "FLOXYD",
     "LIBPQ_WHERE",
     "PARTS",
     "PASSWORD_SOURCES",
+    "Connection",
+    "IncompleteSettings",
     "SettingsError",
     "conninfo",
     "describe",
@@ -48,9 +57,14 @@ __all__ = [
     "parse",
     "password",
     "read_password_file",
+    "resolve",
     "scrub",
     "where",
 ]
+
+FLOXYCTL = "floxyctl"
+FLOXYD = "floxyd"
+"""The two front ends, as `resolve` and `PASSWORD_SOURCES` name them."""
 
 PARTS = ("host", "port", "user", "dbname")
 """The libpq parameters our parts settings name, in the order messages list them."""
@@ -94,6 +108,95 @@ class SettingsError(InputError):
     def __init__(self, name: str, message: str) -> None:
         self.name = name
         super().__init__(message)
+
+
+class IncompleteSettings(SettingsError):
+    """The parts setting does not say where to connect; `missing` are `PARTS` keys (all of them
+    when nothing at all is set). The front end names its own flags in the message."""
+
+    def __init__(self, missing: list[str]) -> None:
+        self.missing = missing
+        super().__init__("parts", f"incomplete database settings: missing {', '.join(missing)}")
+
+
+@record(frozen=True)
+class Connection:
+    """A ready conninfo and the two ways to talk about it without the password."""
+
+    conninfo: str = field(repr=False)
+    where: str
+    """`host:port/dbname`, for messages."""
+    shown: str
+    """The parameters without `password` and `passfile`, ` (with a password)` when there is
+    one: for a start-up line."""
+
+
+def resolve(
+    env: Mapping[str, str],
+    *,
+    program: str,
+    dsn: str | None = None,
+    what: str = "FLOXY_DSN",
+    parts: Mapping[str, str | int | None] | None = None,
+    base: str = "",
+    prompt: Callable[[], str] | None = None,
+    profile_password: Callable[[], str | None] | None = None,
+    defaults: Mapping[str, str | int] | None = None,
+) -> Connection:
+    """The connection of `program` (`FLOXYCTL` or `FLOXYD`): `dsn` whole (`what` names its
+    flag or variable), else the `parts` over `base` (a floxyctl profile's dsn), with the password
+    from the first of `PASSWORD_SOURCES` that `program` reads and that has one.
+
+    `prompt` is floxyctl's `-W`, called only once the settings say where to connect;
+    `profile_password` is a floxyctl profile's `password_env`. floxyd cleans libpq's secrets out
+    of its environment before any handler runs, so for floxyd `PGPASSWORD` and `PGPASSFILE`
+    become the `password` and `passfile` parameters (libpq's own rank: below the conninfo's);
+    floxyctl leaves them to libpq. `defaults` fill the parameters still missing. Raises
+    `IncompleteSettings` or `SettingsError`; never quotes the password.
+    """
+    floxyd = program == FLOXYD
+    # floxyd reports a bad password file even when the DSN has a password: it is still wrong.
+    own = password(env, read_file=True) if floxyd else None
+    if dsn:
+        params = parse(dsn, what=what)
+        given: dict[str, str | int] = {}
+    else:
+        given = {k: v for k in PARTS if (v := (parts or {}).get(k)) not in (None, "")}
+        if not base:
+            lacking = missing(given, env)
+            if lacking:
+                raise IncompleteSettings(lacking)
+        params = parse(base, what=what) if base else {}
+    chosen = prompt() if prompt is not None else None  # -W replaces a DSN's password
+    chosen = chosen or params.get("password") or None
+    if chosen is None:
+        if floxyd:
+            chosen = own
+        elif not dsn:  # floxyctl: a --dsn is a whole statement of where and as whom
+            chosen = password(env, read_file=False)
+    if chosen is None and profile_password is not None:
+        chosen = profile_password()
+    extra = dict(defaults or {})
+    if floxyd:
+        chosen = chosen or libpq_env(env, "PGPASSWORD")
+        if passfile := env.get("PGPASSFILE", "").strip():
+            extra.setdefault("passfile", passfile)
+    info = conninfo(
+        dsn or base,
+        host=_text(given.get("host")),
+        port=given.get("port"),
+        user=_text(given.get("user")),
+        dbname=_text(given.get("dbname")),
+        password=chosen,
+        defaults=extra,
+    )
+    final = parse(info, what=what)
+    shown = {k: v for k, v in final.items() if k not in (defaults or {})}
+    return Connection(conninfo=info, where=where(final, env), shown=describe(shown, env))
+
+
+def _text(value: str | int | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def parse(dsn: str, *, what: str = "the DSN") -> dict[str, str]:

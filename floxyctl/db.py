@@ -34,7 +34,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -92,17 +92,6 @@ class DbSettings:
         return scrub(text)
 
 
-def _conninfo_dict(dsn: str) -> dict[str, str]:
-    """The DSN's parameters; exit 2 with a line that does not quote it (it may hold the
-    password) when it is invalid."""
-    from floxy_core.dbconfig import SettingsError, parse
-
-    try:
-        return parse(dsn, what="--dsn/FLOXY_DSN")
-    except SettingsError as exc:
-        fail(str(exc))
-
-
 def _prompt_password() -> str:
     import getpass
 
@@ -138,56 +127,48 @@ def resolve(
     from floxy_core import dbconfig
 
     chosen = _profile(profile) if profile or not dsn else None
-    password: str | None
-    if dsn:
-        parts = _conninfo_dict(dsn)
-        password = _prompt_password() if prompt else parts.get("password")
-        conninfo = dbconfig.conninfo(dsn, password=password) if prompt else dsn
-    else:
-        base = ""
-        if chosen is not None:
-            base = chosen.dsn or ""
-            host = host or chosen.host
-            port = port or chosen.port
-            user = user or chosen.user
-            database = database or chosen.database
-        host = host or None
-        database = database or None
-        if not base:  # a profile's dsn says where; the settings above override its parts
-            _require_where(host, port, user, database, chosen)
-        # -W, else PG_PASSWORD / FLOXY_DB_PASSWORD, else the profile's, else libpq's own.
-        prompted = _prompt_password() if prompt else None
-        password = prompted or dbconfig.password(os.environ, read_file=False)
-        if password is None and chosen is not None:
-            password = _config_call(lambda: chosen.password(os.environ))
-        conninfo = dbconfig.conninfo(
-            base, host=host, port=port, user=user, dbname=database, password=password
+    profiled = chosen if not dsn else None  # a --dsn replaces a profile whole
+    parts: dict[str, str | int | None] = {
+        "host": host,
+        "port": port,
+        "user": user,
+        "dbname": database,
+    }
+    if profiled is not None:  # the settings above override the profile's parts
+        theirs = (profiled.host, profiled.port, profiled.user, profiled.database)
+        parts = {k: parts[k] or v for k, v in zip(dbconfig.PARTS, theirs, strict=True)}
+    try:
+        connection = _config_call(  # a profile's password_env that is not set: exit 2
+            lambda: dbconfig.resolve(
+                os.environ,
+                program=dbconfig.FLOXYCTL,
+                dsn=dsn,
+                what="--dsn/FLOXY_DSN",
+                parts=parts,
+                base=(profiled.dsn or "") if profiled is not None else "",
+                prompt=_prompt_password if prompt else None,
+                profile_password=(
+                    functools.partial(profiled.password, os.environ) if profiled else None
+                ),
+                defaults={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "floxyctl"},
+            )
         )
-    parts = _conninfo_dict(conninfo)
-    conninfo = dbconfig.conninfo(
-        conninfo, defaults={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "floxyctl"}
-    )
-    return DbSettings(conninfo=conninfo, where=dbconfig.where(parts, os.environ))
+    except dbconfig.IncompleteSettings as exc:
+        _incomplete(exc.missing, chosen)
+    except dbconfig.SettingsError as exc:
+        fail(str(exc))
+    return DbSettings(conninfo=connection.conninfo, where=connection.where)
 
 
-def _require_where(
-    host: str | None,
-    port: int | None,
-    user: str | None,
-    database: str | None,
-    chosen: Profile | None,
-) -> None:
-    """Exit 2 unless the settings (or libpq's variables) say where to connect."""
-    from floxy_core import dbconfig
+def _incomplete(absent: list[str], chosen: Profile | None) -> NoReturn:
+    """Exit 2 naming what is missing to say where to connect (all of it: not configured)."""
+    from floxy_core.dbconfig import PARTS
 
-    parts = {"host": host, "port": port, "user": user, "dbname": database}
-    absent = dbconfig.missing(parts, os.environ)
-    if absent == list(dbconfig.PARTS):
+    if absent == list(PARTS):
         fail(NOT_CONFIGURED)
-    missing = [_FLAGS[key] for key in absent]
-    if missing:
-        in_profile = f" (or in profile '{chosen.name}')" if chosen is not None else ""
-        fail(f"incomplete database settings: missing {' and '.join(missing)}{in_profile}")
+    missing = " and ".join(_FLAGS[key] for key in absent)
+    in_profile = f" (or in profile '{chosen.name}')" if chosen is not None else ""
+    fail(f"incomplete database settings: missing {missing}{in_profile}")
 
 
 _FLAGS = {

@@ -264,48 +264,30 @@ _PARTS = (
 
 def _database(r: _Reader) -> tuple[str, str]:
     """(dsn, its display) from FLOXY_DSN, else the FLOXY_DB_* parts, else libpq's PG*
-    variables alone (`floxy_core.dbconfig`, as for floxyctl), with the password folded in."""
+    variables alone: `floxy_core.dbconfig.resolve`, the rules floxyctl follows too."""
     from floxy_core import dbconfig
 
+    dsn_text, dsn_name = r.raw("FLOXY_DSN", "dsn")
+    parts: dict[str, str | int | None] = {}
+    for key, var, flag in _PARTS:
+        value, _ = r.raw(var, flag)
+        parts[key] = None if value is None else value.strip()
+    port = parts["port"]
+    if dsn_text is None and isinstance(port, str) and not _is_port(port):
+        port_name = r.raw("FLOXY_DB_PORT", "db_port")[1]
+        r.problems.append(f"{port_name} must be a port number, got {port!r}")
+        return "", ""
     try:
-        password = dbconfig.password(r.env, read_file=True)
+        connection = dbconfig.resolve(
+            r.env, program=dbconfig.FLOXYD, dsn=dsn_text, what=dsn_name, parts=parts
+        )
+    except dbconfig.IncompleteSettings as exc:
+        r.problems.append(_not_configured([var for key, var, _ in _PARTS if key in exc.missing]))
+        return "", ""
     except dbconfig.SettingsError as exc:
         r.problems.append(str(exc))
-        password = None
-    dsn_text, dsn_name = r.raw("FLOXY_DSN", "dsn")
-    if dsn_text is not None:
-        try:
-            params: dict[str, str] = dbconfig.parse(dsn_text, what=dsn_name)
-        except dbconfig.SettingsError as exc:
-            r.problems.append(str(exc))
-            return "", ""
-    else:
-        params = {}
-        for key, var, flag in _PARTS:
-            value, _ = r.raw(var, flag)
-            if value is not None:
-                params[key] = value.strip()
-        lacking = dbconfig.missing(params, r.env)
-        if lacking:
-            r.problems.append(_not_configured([var for key, var, _ in _PARTS if key in lacking]))
-            return "", ""
-        if "port" in params and not _is_port(params["port"]):
-            port_name = r.raw("FLOXY_DB_PORT", "db_port")[1]
-            r.problems.append(f"{port_name} must be a port number, got {params['port']!r}")
-            return "", ""
-    extra = _secrets(r.env, params, password)
-    if dsn_text is not None:
-        dsn = dbconfig.conninfo(dsn_text, defaults=extra)
-    else:
-        dsn = dbconfig.conninfo(
-            None,
-            host=params.get("host"),
-            port=params.get("port"),
-            user=params.get("user"),
-            dbname=params.get("dbname"),
-            defaults=extra,
-        )
-    return dsn, dbconfig.describe({**params, **extra}, r.env)
+        return "", ""
+    return connection.conninfo, connection.shown
 
 
 def _not_configured(names: list[str]) -> str:
@@ -323,23 +305,3 @@ def _not_configured(names: list[str]) -> str:
 
 def _is_port(text: str) -> bool:
     return text.isdigit() and 0 < int(text) <= 65535
-
-
-def _secrets(
-    env: Mapping[str, str], params: Mapping[str, str], password: str | None
-) -> dict[str, str]:
-    """Connection parameters for what libpq would otherwise read from the environment.
-
-    floxyd removes PGPASSWORD and PGPASSFILE from its own environment (handlers inherit it), so
-    they travel as `password` and `passfile` parameters instead; a parameter the DSN already has
-    wins, as it does in libpq. (The PG* variables that say where are left to libpq: they stay in
-    the environment, and copying them would outrank a PGSERVICE entry.)
-    """
-    extra: dict[str, str] = {}
-    chosen = password or env.get("PGPASSWORD") or None
-    if chosen and not params.get("password"):
-        extra["password"] = chosen
-    passfile = env.get("PGPASSFILE", "").strip()
-    if passfile and not params.get("passfile"):
-        extra["passfile"] = passfile
-    return extra

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from floxy_core.dbconfig import SettingsError
 from psycopg.conninfo import conninfo_to_dict
 
 from floxy_core import dbconfig
+from floxy_core.dbconfig import SettingsError
 
 
 def test_parts_build_a_conninfo_and_a_dsn_takes_the_overrides() -> None:
@@ -76,3 +76,53 @@ def test_scrub_masks_by_structure_on_one_line() -> None:
     assert dbconfig.scrub("x\n postgresql://u:pw@h/d  password=pw") == (
         "x postgresql://u:***@h/d password=***"
     )
+
+
+def _params(connection: dbconfig.Connection) -> dict[str, str]:
+    return {k: str(v) for k, v in conninfo_to_dict(connection.conninfo).items()}
+
+
+def test_resolve_walks_the_password_sources_in_order_for_each_program() -> None:
+    env = {"FLOXY_DB_PASSWORD": "env", "PGPASSWORD": "libpq", "PGPASSFILE": "/p"}
+    parts = {"host": "db", "dbname": "d"}
+    ctl = dbconfig.resolve(env, program=dbconfig.FLOXYCTL, parts=parts)
+    assert _params(ctl) == {"host": "db", "dbname": "d", "password": "env"}
+    # floxyctl: a DSN is whole (no floxy variable), and libpq reads its own variables itself.
+    bare = dbconfig.resolve(env, program=dbconfig.FLOXYCTL, dsn="host=db dbname=d")
+    assert "password" not in _params(bare) and "passfile" not in _params(bare)
+    # floxyd: the variables fill what the DSN lacks; libpq's secrets become parameters.
+    daemon = dbconfig.resolve(env, program=dbconfig.FLOXYD, dsn="host=db dbname=d")
+    assert _params(daemon)["password"] == "env" and _params(daemon)["passfile"] == "/p"
+    assert daemon.shown == "dbname=d host=db (with a password)"  # libpq's order
+    only_libpq = dbconfig.resolve({"PGPASSWORD": "libpq"}, program=dbconfig.FLOXYD, parts=parts)
+    assert _params(only_libpq)["password"] == "libpq"
+    # The DSN's own password wins over the variables; -W wins over the DSN's.
+    own = dbconfig.resolve(env, program=dbconfig.FLOXYD, dsn="postgresql://u:mine@db/d")
+    assert _params(own)["password"] == "mine"
+    prompted = dbconfig.resolve(
+        env, program=dbconfig.FLOXYCTL, dsn="postgresql://u:mine@db/d", prompt=lambda: "typed"
+    )
+    assert _params(prompted)["password"] == "typed"
+    assert prompted.where == "db:5432/d"
+    # A profile's password_env comes after the floxy variables.
+    profiled = dbconfig.resolve(
+        {}, program=dbconfig.FLOXYCTL, parts=parts, profile_password=lambda: "prof"
+    )
+    assert _params(profiled)["password"] == "prof"
+
+
+def test_resolve_says_what_is_missing_before_asking_for_a_password() -> None:
+    def never() -> str:
+        raise AssertionError("prompted before the settings were checked")
+
+    with pytest.raises(dbconfig.IncompleteSettings) as caught:
+        dbconfig.resolve({}, program=dbconfig.FLOXYCTL, parts={"user": "u"}, prompt=never)
+    assert caught.value.missing == ["host", "dbname"]
+    with pytest.raises(dbconfig.IncompleteSettings) as nothing:
+        dbconfig.resolve({}, program=dbconfig.FLOXYD, parts={})
+    assert nothing.value.missing == list(dbconfig.PARTS)
+    # A profile's dsn (`base`) says where: its parts may be overridden, none is required.
+    over = dbconfig.resolve(
+        {}, program=dbconfig.FLOXYCTL, base="host=a dbname=b", parts={"dbname": "c"}
+    )
+    assert _params(over) == {"host": "a", "dbname": "c"}
