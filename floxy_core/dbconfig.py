@@ -24,9 +24,10 @@ or `describe` (the parameters, never `password` or `passfile`), and any other te
 `scrub`, which masks passwords by where they sit (`floxy_core.secrets.redact`), never by
 searching for their text.
 
-`resolve` is the whole decision, one call per front end: it walks `PASSWORD_SOURCES` for the
-program it is told, and the front ends only gather their flags (and floxyctl its profile and
-prompt) and turn `SettingsError` into their own message and exit code.
+`resolve` is the whole decision, one call per front end: it applies `PASSWORD_SOURCES` in
+order for the program it is told (the `program` column), and the front ends only gather their
+flags (floxyctl also its profile and prompt) and turn `SettingsError` into their own message
+and exit code.
 
 Pure: every function takes the environment as a mapping and does no I/O but reading the
 password file it is told to read. psycopg is imported inside the functions that need it.
