@@ -187,13 +187,12 @@ def _profile(name: str, body: Any, text: str, path: str) -> Profile:
 
 
 def _check_dsn(dsn: str, error: Any) -> None:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
+    from floxy_core.dbconfig import SettingsError, parse
 
     try:
-        parts = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        # libpq's message quotes the offending token, which may be a password.
+        parts = parse(dsn, what="dsn")
+    except SettingsError:
+        # The message names the key and the file's position, never the value (a password?).
         raise error(
             "invalid dsn: use key=value pairs (host=... dbname=...) or a "
             "postgresql://user@host:port/dbname URL",

@@ -5,11 +5,14 @@ Settings come, first match wins, from `--dsn` / `FLOXY_DSN`, or from the referen
 password from `-W` (prompt), `PG_PASSWORD` or `FLOXY_DB_PASSWORD`. libpq's own variables
 (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, `PGSERVICE`, `~/.pgpass` ...) come
 last: libpq reads them itself for whatever the conninfo leaves out, and when no floxy setting is
-given at all the conninfo is empty, so floxyctl connects exactly where `psql` would. The password
+given at all the conninfo is empty, so floxyctl connects exactly where `psql` would. floxyd's
+flag names `--db-host --db-port --db-user --db-name` are aliases. The rules themselves (conninfo,
+password order, display, redaction) live in `floxy_core.dbconfig`, shared with floxyd; this
+module adds what is floxyctl's alone: the typer options, `-W`, profiles, exit codes. The password
 only ever travels inside the conninfo handed to libpq (or libpq's environment): it is never
 formatted into a string by us, and every message that leaves this module goes through
-`floxy_core.secrets.redact` (passwords masked where a URL or conninfo holds them, not by
-searching for their text), because error text ends up in logs and CI output.
+`dbconfig.scrub` (passwords masked where a URL or conninfo holds them, not by searching for
+their text), because error text ends up in logs and CI output.
 
 No command but `floxyctl migrate` changes the schema (DECISIONS.md: only `migrate`, and floxyd
 at start, apply migrations): the others check it and, when it is missing or older than this
@@ -31,7 +34,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -53,11 +56,10 @@ NOT_CONFIGURED = (
     "PGHOST/PGPORT/PGUSER/PGDATABASE), or --profile NAME of ~/.config/floxy/config.toml "
     "(docs/cli.md#profiles)"
 )
-_LIBPQ_WHERE = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE")
-"""libpq variables that say where to connect: any of them alone counts as a configuration."""
 _CONNECTION = (
     "Connection: --dsn or FLOXY_DSN; else --host --port --user --database (or FLOXY_DB_HOST, "
-    "FLOXY_DB_PORT, FLOXY_DB_USER, FLOXY_DB_NAME) with -W to prompt for the password, or "
+    "FLOXY_DB_PORT, FLOXY_DB_USER, FLOXY_DB_NAME; floxyd's --db-host --db-port --db-user "
+    "--db-name work too) with -W to prompt for the password, or "
     "PG_PASSWORD / FLOXY_DB_PASSWORD; then the --profile (FLOXY_PROFILE, else `default`) of "
     "~/.config/floxy/config.toml; libpq's PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD "
     "fill in whatever is not set."
@@ -85,23 +87,9 @@ class DbSettings:
 
     def scrub(self, text: str) -> str:
         """`text` on one line, with any password in a URL or conninfo masked."""
-        from floxy_core.secrets import redact
+        from floxy_core.dbconfig import scrub
 
-        return " ".join(redact(text).split())
-
-
-def _conninfo_dict(dsn: str) -> dict[str, Any]:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        return dict(conninfo_to_dict(dsn))
-    except psycopg.ProgrammingError:
-        # libpq's parse message quotes the offending token, which may be the password.
-        fail(
-            "invalid DSN in --dsn/FLOXY_DSN: use key=value pairs (host=... dbname=...) "
-            "or a postgresql://user@host:port/dbname URL"
-        )
+        return scrub(text)
 
 
 def _prompt_password() -> str:
@@ -113,11 +101,6 @@ def _prompt_password() -> str:
             return getpass.getpass("Password: ", stream=sys.stderr)
     except EOFError:
         fail("-W/--password: no password entered")
-
-
-def _libpq_env(*names: str) -> str | None:
-    """The first of libpq's environment variables `names` that is set (libpq reads them too)."""
-    return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
 def resolve(
@@ -141,77 +124,59 @@ def resolve(
     `FLOXY_DB_PASSWORD`, else the variable the profile's `password_env` names, else libpq's
     (`PGPASSWORD`, `~/.pgpass`).
     """
-    from psycopg.conninfo import make_conninfo
+    from floxy_core import dbconfig
 
     chosen = _profile(profile) if profile or not dsn else None
-    password: str | None
-    if dsn:
-        parts = _conninfo_dict(dsn)
-        password = _prompt_password() if prompt else parts.get("password")
-        conninfo = make_conninfo(dsn, password=password) if prompt else dsn
-    else:
-        base = ""
-        if chosen is not None:
-            base = chosen.dsn or ""
-            host = host or chosen.host
-            port = port or chosen.port
-            user = user or chosen.user
-            database = database or chosen.database
-        host = host or None
-        database = database or None
-        if not base:  # a profile's dsn says where; the settings above override its parts
-            _require_where(host, port, user, database, chosen)
-        if prompt:
-            password = _prompt_password()
-        else:
-            password = os.environ.get("PG_PASSWORD") or os.environ.get("FLOXY_DB_PASSWORD") or None
-        if password is None and chosen is not None:
-            password = _config_call(lambda: chosen.password(os.environ))
-        conninfo = make_conninfo(
-            base, host=host, port=port, user=user or None, dbname=database, password=password
-        )
-    parts = _conninfo_dict(conninfo)
-    extra = {
-        key: value
-        for key, value in (
-            ("connect_timeout", CONNECT_TIMEOUT_S),
-            ("application_name", "floxyctl"),
-        )
-        if key not in parts
+    profiled = chosen if not dsn else None  # a --dsn replaces a profile whole
+    parts: dict[str, str | int | None] = {
+        "host": host,
+        "port": port,
+        "user": user,
+        "dbname": database,
     }
-    if extra:
-        conninfo = make_conninfo(conninfo, **extra)
-    shown_host = parts.get("host") or _libpq_env("PGHOST", "PGHOSTADDR") or "localhost"
-    shown_port = parts.get("port") or _libpq_env("PGPORT") or 5432
-    shown_db = parts.get("dbname") or _libpq_env("PGDATABASE") or parts.get("user") or ""
-    shown_db = shown_db or _libpq_env("PGUSER") or ""  # libpq's default database: the user's
-    return DbSettings(conninfo=conninfo, where=f"{shown_host}:{shown_port}/{shown_db}")
-
-
-def _require_where(
-    host: str | None,
-    port: int | None,
-    user: str | None,
-    database: str | None,
-    chosen: Profile | None,
-) -> None:
-    """Exit 2 unless the settings (or libpq's variables) say where to connect."""
-    if not any((host, port, user, database)):
-        if _libpq_env(*_LIBPQ_WHERE) is None:
-            fail(NOT_CONFIGURED)
-        return
-    missing = [
-        flag
-        for flag, value in (
-            ("--host/FLOXY_DB_HOST", host or _libpq_env("PGHOST", "PGHOSTADDR")),
-            ("--database/FLOXY_DB_NAME", database or _libpq_env("PGDATABASE")),
+    if profiled is not None:  # the settings above override the profile's parts
+        theirs = (profiled.host, profiled.port, profiled.user, profiled.database)
+        parts = {k: parts[k] or v for k, v in zip(dbconfig.PARTS, theirs, strict=True)}
+    try:
+        connection = _config_call(  # a profile's password_env that is not set: exit 2
+            lambda: dbconfig.resolve(
+                os.environ,
+                program=dbconfig.FLOXYCTL,
+                dsn=dsn,
+                what="--dsn/FLOXY_DSN",
+                parts=parts,
+                base=(profiled.dsn or "") if profiled is not None else "",
+                prompt=_prompt_password if prompt else None,
+                profile_password=(
+                    functools.partial(profiled.password, os.environ) if profiled else None
+                ),
+                defaults={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "floxyctl"},
+            )
         )
-        if not value and _libpq_env("PGSERVICE") is None
-    ]
-    if missing:
-        in_profile = f" (or in profile '{chosen.name}')" if chosen is not None else ""
-        fail(f"incomplete database settings: missing {' and '.join(missing)}{in_profile}")
+    except dbconfig.IncompleteSettings as exc:
+        _incomplete(exc.missing, chosen)
+    except dbconfig.SettingsError as exc:
+        fail(str(exc))
+    return DbSettings(conninfo=connection.conninfo, where=connection.where)
 
+
+def _incomplete(absent: list[str], chosen: Profile | None) -> NoReturn:
+    """Exit 2 naming what is missing to say where to connect (all of it: not configured)."""
+    from floxy_core.dbconfig import PARTS
+
+    if absent == list(PARTS):
+        fail(NOT_CONFIGURED)
+    missing = " and ".join(_FLAGS[key] for key in absent)
+    in_profile = f" (or in profile '{chosen.name}')" if chosen is not None else ""
+    fail(f"incomplete database settings: missing {missing}{in_profile}")
+
+
+_FLAGS = {
+    "host": "--host/FLOXY_DB_HOST",
+    "port": "--port/FLOXY_DB_PORT",
+    "user": "--user/FLOXY_DB_USER",
+    "dbname": "--database/FLOXY_DB_NAME",
+}
 
 T = TypeVar("T")
 
@@ -262,7 +227,7 @@ _OPTIONS: list[inspect.Parameter] = [
             None,
             Annotated[
                 str | None,
-                typer.Option("--host", envvar="FLOXY_DB_HOST", help="Database host."),
+                typer.Option("--host", "--db-host", envvar="FLOXY_DB_HOST", help="Database host."),
             ],
         ),
         (
@@ -270,7 +235,7 @@ _OPTIONS: list[inspect.Parameter] = [
             None,
             Annotated[
                 int | None,
-                typer.Option("--port", envvar="FLOXY_DB_PORT", help="Database port."),
+                typer.Option("--port", "--db-port", envvar="FLOXY_DB_PORT", help="Database port."),
             ],
         ),
         (
@@ -278,7 +243,7 @@ _OPTIONS: list[inspect.Parameter] = [
             None,
             Annotated[
                 str | None,
-                typer.Option("--user", envvar="FLOXY_DB_USER", help="Database user."),
+                typer.Option("--user", "--db-user", envvar="FLOXY_DB_USER", help="Database user."),
             ],
         ),
         (
@@ -286,7 +251,9 @@ _OPTIONS: list[inspect.Parameter] = [
             None,
             Annotated[
                 str | None,
-                typer.Option("--database", envvar="FLOXY_DB_NAME", help="Database name."),
+                typer.Option(
+                    "--database", "--db-name", envvar="FLOXY_DB_NAME", help="Database name."
+                ),
             ],
         ),
         (

@@ -99,10 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DSN",
         help="connection string [FLOXY_DSN]; prefer the variable: flags are visible in ps",
     )
-    add("--db-host", metavar="HOST", help="[FLOXY_DB_HOST]")
-    add("--db-port", metavar="PORT", help="[FLOXY_DB_PORT]")
-    add("--db-user", metavar="USER", help="[FLOXY_DB_USER]")
-    add("--db-name", metavar="NAME", help="[FLOXY_DB_NAME]")
+    # floxyctl's names are aliases: both programs take both (docs/database-settings.md).
+    add("--db-host", "--host", dest="db_host", metavar="HOST", help="[FLOXY_DB_HOST, PGHOST]")
+    add("--db-port", "--port", dest="db_port", metavar="PORT", help="[FLOXY_DB_PORT, PGPORT]")
+    add("--db-user", "--user", dest="db_user", metavar="USER", help="[FLOXY_DB_USER, PGUSER]")
+    add(
+        "--db-name",
+        "--database",
+        dest="db_name",
+        metavar="NAME",
+        help="[FLOXY_DB_NAME, PGDATABASE]",
+    )
     return parser
 
 

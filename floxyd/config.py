@@ -2,7 +2,9 @@
 
 Everything is read and checked once, before anything starts; a bad value is one line on stderr
 naming the flag or variable, and exit code 2. The database password is kept only inside the DSN
-handed to psycopg: wherever it comes from (the DSN, `FLOXY_DB_PASSWORD_FILE`,
+handed to psycopg. Where to connect and the password are resolved as for floxyctl, by
+`floxy_core.dbconfig` (docs/cli.md#connection-settings holds the one table of both programs):
+wherever the password comes from (the DSN, `FLOXY_DB_PASSWORD_FILE`, `PG_PASSWORD`,
 `FLOXY_DB_PASSWORD`, `PGPASSWORD`, or the passfile `PGPASSFILE` names), it ends up as a
 connection parameter, so libpq needs nothing from the environment that `floxyd.__main__` cleans
 before any handler runs. Log output is masked by `floxy_core.secrets.redact`.
@@ -30,12 +32,13 @@ DEFAULT_MAINTENANCE_INTERVAL = "1h"
 
 ENV_VARS: tuple[tuple[str, str, str], ...] = (
     ("FLOXY_DSN", "--dsn", "libpq connection string or URL, instead of FLOXY_DB_*"),
-    ("FLOXY_DB_HOST", "--db-host", "PostgreSQL host (required without FLOXY_DSN)"),
-    ("FLOXY_DB_PORT", "--db-port", "PostgreSQL port (required without FLOXY_DSN)"),
-    ("FLOXY_DB_USER", "--db-user", "PostgreSQL user (required without FLOXY_DSN)"),
+    ("FLOXY_DB_HOST", "--db-host", "PostgreSQL host (else PGHOST)"),
+    ("FLOXY_DB_PORT", "--db-port", "PostgreSQL port (else PGPORT, else 5432)"),
+    ("FLOXY_DB_USER", "--db-user", "PostgreSQL user (else PGUSER)"),
     ("FLOXY_DB_PASSWORD_FILE", "", "file holding the PostgreSQL password (first line)"),
     ("FLOXY_DB_PASSWORD", "", "PostgreSQL password (prefer FLOXY_DB_PASSWORD_FILE; never logged)"),
-    ("FLOXY_DB_NAME", "--db-name", "database name (required without FLOXY_DSN)"),
+    ("PG_PASSWORD", "", "PostgreSQL password, read before FLOXY_DB_PASSWORD (as by floxyctl)"),
+    ("FLOXY_DB_NAME", "--db-name", "database name (else PGDATABASE)"),
     ("FLOXY_WORKERS", "--workers", f"worker threads claiming steps (default {DEFAULT_WORKERS})"),
     (
         "FLOXY_WORKER_INTERVAL",
@@ -250,97 +253,55 @@ def load_config(
     )
 
 
+_PARTS = (
+    ("host", "FLOXY_DB_HOST", "db_host"),
+    ("port", "FLOXY_DB_PORT", "db_port"),
+    ("user", "FLOXY_DB_USER", "db_user"),
+    ("dbname", "FLOXY_DB_NAME", "db_name"),
+)
+"""(libpq parameter, variable, flag) of each part; `floxy_core.dbconfig.PARTS` order."""
+
+
 def _database(r: _Reader) -> tuple[str, str]:
-    """(dsn, masked dsn) from FLOXY_DSN or the FLOXY_DB_* parts, with the password folded in."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    """(dsn, its display) from FLOXY_DSN, else the FLOXY_DB_* parts, else libpq's PG*
+    variables alone: `floxy_core.dbconfig.resolve`, the rules floxyctl follows too."""
+    from floxy_core import dbconfig
 
-    password = _password(r)
     dsn_text, dsn_name = r.raw("FLOXY_DSN", "dsn")
-    if dsn_text is not None:
-        try:
-            params = conninfo_to_dict(dsn_text)
-        except Exception:
-            r.problems.append(f"{dsn_name} is not a valid libpq connection string or URL")
-            return "", ""
-        extra = _libpq_env(r, params, password)
-        dsn = make_conninfo(dsn_text, **extra) if extra else dsn_text
-        return dsn, _display({**params, **extra})
-
-    parts: dict[str, str] = {}
-    missing: list[str] = []
-    for key, var, flag in (
-        ("host", "FLOXY_DB_HOST", "db_host"),
-        ("port", "FLOXY_DB_PORT", "db_port"),
-        ("user", "FLOXY_DB_USER", "db_user"),
-        ("dbname", "FLOXY_DB_NAME", "db_name"),
-    ):
+    parts: dict[str, str | int | None] = {}
+    for key, var, flag in _PARTS:
         value, _ = r.raw(var, flag)
-        if value is None:
-            missing.append(var)
-        else:
-            parts[key] = value.strip()
-    if missing:
-        verb = "is" if len(missing) == 1 else "are"
-        r.problems.append(
-            f"{', '.join(missing)} {verb} required (or set FLOXY_DSN to a connection string)"
+        parts[key] = None if value is None else value.strip()
+    port = parts["port"]
+    if dsn_text is None and isinstance(port, str) and not _is_port(port):
+        port_name = r.raw("FLOXY_DB_PORT", "db_port")[1]
+        r.problems.append(f"{port_name} must be a port number, got {port!r}")
+        return "", ""
+    try:
+        connection = dbconfig.resolve(
+            r.env, program=dbconfig.FLOXYD, dsn=dsn_text, what=dsn_name, parts=parts
         )
+    except dbconfig.IncompleteSettings as exc:
+        r.problems.append(_not_configured([var for key, var, _ in _PARTS if key in exc.missing]))
         return "", ""
-    port_name = r.raw("FLOXY_DB_PORT", "db_port")[1]
-    try:
-        port = int(parts["port"])
-        if not 0 < port <= 65535:
-            raise ValueError
-    except ValueError:
-        r.problems.append(f"{port_name} must be a port number, got {parts['port']!r}")
+    except dbconfig.SettingsError as exc:
+        r.problems.append(str(exc))
         return "", ""
-    parts.update(_libpq_env(r, {}, password))
-    dsn = make_conninfo(**parts)
-    return dsn, _display(parts)
+    return connection.conninfo, connection.shown
 
 
-def _password(r: _Reader) -> str | None:
-    """The password from FLOXY_DB_PASSWORD_FILE (its first line) or FLOXY_DB_PASSWORD."""
-    path = r.env.get("FLOXY_DB_PASSWORD_FILE", "").strip()
-    inline = r.env.get("FLOXY_DB_PASSWORD", "")
-    if not path:
-        return inline or None
-    if inline:
-        r.problems.append("set FLOXY_DB_PASSWORD_FILE or FLOXY_DB_PASSWORD, not both")
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            first = f.readline()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        r.problems.append(f"FLOXY_DB_PASSWORD_FILE: cannot read {path}: {reason}")
-        return None
-    password = first.rstrip("\r\n")
-    if not password:
-        r.problems.append(f"FLOXY_DB_PASSWORD_FILE: {path} is empty")
-        return None
-    return password
+def _not_configured(names: list[str]) -> str:
+    if len(names) == len(_PARTS):
+        return (
+            "no database configured: set FLOXY_DSN, or FLOXY_DB_HOST/FLOXY_DB_PORT/FLOXY_DB_USER/"
+            "FLOXY_DB_NAME (--db-host/--db-port/--db-user/--db-name), or libpq's "
+            "PGHOST/PGPORT/PGUSER/PGDATABASE (docs/database-settings.md)"
+        )
+    fallback = {"FLOXY_DB_HOST": "PGHOST", "FLOXY_DB_NAME": "PGDATABASE"}
+    each = [f"{name} (or {fallback[name]})" for name in names]
+    verb = "is" if len(names) == 1 else "are"
+    return f"{' and '.join(each)} {verb} required (or set FLOXY_DSN to a connection string)"
 
 
-def _libpq_env(r: _Reader, params: Mapping[str, object], password: str | None) -> dict[str, str]:
-    """Connection parameters for what libpq would otherwise read from the environment.
-
-    floxyd removes PGPASSWORD and PGPASSFILE from its own environment (handlers inherit it), so
-    they travel as `password` and `passfile` parameters instead; a parameter the DSN already has
-    wins, as it does in libpq.
-    """
-    extra: dict[str, str] = {}
-    chosen = password or r.env.get("PGPASSWORD") or None
-    if chosen and not params.get("password"):
-        extra["password"] = chosen
-    passfile = r.env.get("PGPASSFILE", "").strip()
-    if passfile and not params.get("passfile"):
-        extra["passfile"] = passfile
-    return extra
-
-
-def _display(params: Mapping[str, object]) -> str:
-    shown = {
-        k: v for k, v in params.items() if k not in ("password", "passfile") and v not in (None, "")
-    }
-    text = " ".join(f"{k}={v}" for k, v in shown.items())
-    return text + (" (with a password)" if params.get("password") else "")
+def _is_port(text: str) -> bool:
+    return text.isdigit() and 0 < int(text) <= 65535

@@ -107,3 +107,22 @@ def test_nothing_set_names_the_pg_variables_too() -> None:
     line = usage_error(floxyctl("status", dsn=None))
     assert line.startswith("floxyctl: error: no database configured")
     assert "PGHOST" in line and "PGDATABASE" in line
+
+
+def test_floxyctl_takes_floxyds_flag_names_too(parts: dict[str, str], other_db: str) -> None:
+    """One set of names for both programs (issue 15): `--db-host --db-port --db-user --db-name`
+    are aliases of `--host --port --user --database`."""
+    other = conninfo_to_dict(other_db)
+    result = floxyctl(
+        "status",
+        "--db-host",
+        str(other["host"]),
+        "--db-port",
+        str(other["port"]),
+        "--db-user",
+        str(other["user"]),
+        "--db-name",
+        str(other["dbname"]),
+        dsn=None,
+    )
+    assert result.returncode == 0, result.stderr

@@ -328,6 +328,27 @@ def test_unknown_role_fails_at_once_without_the_password(
     assert SECRET not in output
 
 
+def test_plain_libpq_variables_say_where_to_connect_as_for_floxyctl(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    """Only PGHOST/PGPORT/PGUSER/PGDATABASE set: floxyd connects where psql would (issue 15)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    file = write_yaml(tmp_path, TWO_STEPS)
+    admin = conninfo_to_dict(pg_cluster.admin_dsn)
+    env = base_env(
+        PGHOST=str(admin["host"]),
+        PGPORT=str(admin["port"]),
+        PGUSER="nobody_from_pguser",
+        PGDATABASE="postgres",
+        FLOXY_TECH_ADDR="off",
+    )
+    code, output = run_floxyd([str(file)], env)
+    assert code == 2, output
+    assert 'role "nobody_from_pguser" does not exist' in output  # it reached that server
+    assert f"host={admin['host']}" in output and "retrying" not in output
+
+
 def test_changed_flow_under_the_same_version_is_refused(
     tmp_path: Path, pg_dsn: str, store: PostgresStore
 ) -> None:
