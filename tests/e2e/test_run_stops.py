@@ -36,7 +36,7 @@ TB = """
   - name: tb
     exec: |
       until grep -q "^ta started" "$LEDGER"; do sleep 0.01; done
-      echo "tb failed" >> "$LEDGER"
+      echo "tb failed $$" >> "$LEDGER"
       exit 1
   - name: u
     exec: |
@@ -82,7 +82,13 @@ flows:
 
 
 class _Held(BaseHTTPRequestHandler):
-    """Answers once the ledger says tb failed: the result arrives after the stop."""
+    """Answers after tb failed: the result arrives after the stop.
+
+    "After" needs care. Answering as soon as tb wrote its line raced with the engine (seen in CI
+    under load): the answer could come before the engine had collected tb's exit, and ta then
+    rightly completed before the stop (and was compensated as a completed step). Nothing outside
+    an in-memory run shows when the engine applied tb's failure, so the server waits until tb's
+    process is gone and then gives the engine half a second to apply its exit status."""
 
     ledger: Path
 
@@ -91,7 +97,12 @@ class _Held(BaseHTTPRequestHandler):
         with self.ledger.open("a") as f:
             f.write("ta started http\n")
         deadline = time.monotonic() + 20
-        while "tb failed" not in self.ledger.read_text() and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            lines = self.ledger.read_text().splitlines()
+            failed = [line.split()[2] for line in lines if line.startswith("tb failed")]
+            if failed and not Path(f"/proc/{failed[0]}").exists():  # reaped by the engine
+                time.sleep(0.5)
+                break
             time.sleep(0.01)
         body = b'{"charged": true}'
         self.send_response(200)
