@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from floxy_core.runtime import Runtime
@@ -26,7 +27,7 @@ from floxyd.tech import DatabaseGauges, HealthCheck, Metrics, TechServer, TechSt
 if TYPE_CHECKING:
     import psycopg
 
-    from floxy_core.model import CallLog, WorkflowFile
+    from floxy_core.model import CallLog, Instance, WorkflowFile
     from floxy_core.ports import Handler
 
 log = logging.getLogger("floxyd")
@@ -60,6 +61,42 @@ def log_call(call: CallLog, status: str | None) -> None:
         duration_ms,
         extra={"fields": fields},
     )
+
+
+_LOGGED_HOOKS = frozenset(
+    {
+        "workflow_started",
+        "workflow_completed",
+        "workflow_failed",
+        "workflow_cancelled",
+        "workflow_aborted",
+        "workflow_paused",
+        "workflow_resumed",
+        "step_waiting_decision",
+        "human_decided",
+    }
+)
+"""The transitions no handler call reports (`log_call` has those): an instance's, and a human
+step's wait and decision."""
+
+
+def log_transition(name: str, instance: Instance, kwargs: Mapping[str, Any]) -> None:
+    """A `Runtime` hook: one info line per instance transition and human-step change made here."""
+    if name not in _LOGGED_HOOKS:
+        return
+    step = kwargs.get("step_name")
+    fields: dict[str, Any] = {
+        "instance_id": instance.id,
+        "workflow_id": instance.workflow_id,
+        "event": name,
+        "status": instance.status.value,
+    }
+    if step:
+        fields["step"] = step
+    if name == "human_decided":
+        fields.update(decision=kwargs.get("decision"), decided_by=kwargs.get("decided_by"))
+    what = f"{step} (instance {instance.id})" if step else f"instance {instance.id}"
+    steps_log.info("%s: %s, %s", what, name, instance.status.value, extra={"fields": fields})
 
 
 _FATAL_CONNECT = (
@@ -383,7 +420,7 @@ class Daemon:
             self.store,
             self.metrics.wrap(self.handlers),
             engine=Engine(EngineConfig(lease_ms=round(cfg.lease * 1000))),
-            hooks=[plugins.runtime_hook, self.metrics.hook],
+            hooks=[plugins.runtime_hook, self.metrics.hook, log_transition],
             workers=cfg.workers,
             poll_interval=cfg.worker_interval,
             distributed=True,

@@ -434,11 +434,16 @@ def test_two_daemons_with_different_handlers_complete_a_flow_together(
     assert {"time", "level", "logger", "message"} <= set(records[0])
     assert any("handler a (used by demo-v1)" in r["message"] for r in records)
     # one info line per step transition of a call, with its fields
-    calls = [r for r in records if r["logger"] == "floxyd.steps"]
+    calls = [r for r in records if r["logger"] == "floxyd.steps" and "attempt" in r]
     assert {(r["instance_id"], r["step"], r["status"], r["attempt"]) for r in calls} == {
         (instance, "second", "completed", 1) for instance in instances
     }
     assert all(r["level"] == "info" and r["duration_ms"] >= 0 for r in calls)
+    # and one per instance transition this daemon made (it ran the last step of each)
+    ended = [r for r in records if r["logger"] == "floxyd.steps" and "event" in r]
+    assert {(r["instance_id"], r["event"], r["status"]) for r in ended} == {
+        (instance, "workflow_completed", "completed") for instance in instances
+    }
 
 
 def test_sigterm_lets_the_running_step_finish_then_exits_0(
