@@ -11,6 +11,10 @@ Every time this store compares or writes is the database's clock (`clock_timesta
 rows are locked), never the caller's `now`: daemons whose clocks disagree behave as if they
 agreed (DECISIONS.md "Instances and definitions"). Only `clock="caller"` (one process driving a
 fake clock in deterministic tests) makes the store use the `now` it is given.
+
+What crosses to and from the SQL functions (the state document and the `floxy_apply`
+document) is encoded and decoded in `state_document.py`; the LISTEN/NOTIFY wake-ups live in
+`listener.py`. This module holds the port's methods and their transactions.
 """
 
 from __future__ import annotations
@@ -29,13 +33,9 @@ from floxy_core.errors import ConflictError, NotFoundError, StoreError, StoreRej
 from floxy_core.model import (
     JSON,
     CallLog,
-    CancelRequest,
     DLQRecord,
     Event,
-    HumanDecision,
     Instance,
-    JoinState,
-    JoinStrategy,
     QueueItem,
     StepRecord,
     StepType,
@@ -46,11 +46,14 @@ from floxy_core.storage.postgres.listener import CHANNEL, QueueListener
 from floxy_core.storage.postgres.sql import q
 from floxy_core.storage.postgres.state_document import (
     Keys,
-    Steps,
+    assign_ids,
+    decode_claim,
+    decode_state,
+    encode_apply,
+    encode_logs,
     epoch,
     iso,
     micro,
-    timestamp,
 )
 
 if TYPE_CHECKING:
@@ -368,9 +371,9 @@ class PostgresStore:
                 if claimed is None:
                     unit.commit()
                     return False, None, []
-                instance_id, item_id = int(claimed["instance_id"]), int(claimed["item_id"])
+                instance_id, item_id, doc = decode_claim(claimed)
                 tx_now = micro(row[1])
-                state, keys = self._state(unit, instance_id, claimed["state"], tx_now)
+                state, keys = self._state(unit, instance_id, doc, tx_now)
                 tx = Transition(state, tx_now, self._rng)
                 item = next(i for i in state.queue if i.id == item_id)
                 result = decide(tx, item)
@@ -384,310 +387,36 @@ class PostgresStore:
     def _state(
         self, unit: _Unit, instance_id: int, doc: list[Any], now: float
     ) -> tuple[InstanceState, Keys]:
-        """The instance's records from the document `floxy_state` builds on the server."""
-        (workflow_id, status, data, output, error, created_raw, updated, started, completed) = doc[
-            :9
-        ]
-        steps_raw, joins_raw, queue_raw, decisions_raw, dlq_raw, cancel_raw = doc[9:15]
-        whole = bool(doc[15]) if len(doc) > 15 else True
-        created = timestamp(created_raw)
-        assert created is not None
-        self._created.put(instance_id, created)
-        definition = self.get_definition(workflow_id)
-        keys = Keys(instance_created=created)
-        instance = Instance(
-            id=instance_id,
-            workflow_id=workflow_id,
-            status=InstanceStatus(status),
-            input=data,
-            output=output,
-            error=error,
-            created_at=created.timestamp(),
-            updated_at=epoch(updated) or 0.0,
-            started_at=epoch(started),
-            completed_at=epoch(completed),
-        )
-        names: dict[int, str] = {}
+        """Decode the state document of `instance_id` within `unit`'s transaction."""
 
-        def step(s: dict[str, Any]) -> StepRecord:
-            keys.steps_created[s["step_name"]] = s["created_at"]
-            keys.step_ids[s["step_name"]] = s["id"]
-            names[s["id"]] = s["step_name"]
-            return StepRecord(
-                id=s["id"],
-                instance_id=instance_id,
-                step_name=s["step_name"],
-                step_type=StepType(s["step_type"]),
-                status=StepStatus(s["status"]),
-                input=s["input"],
-                idempotency_key=s["idempotency_key"],
-                max_retries=s["max_retries"],
-                created_at=float(s["created_epoch"]),
-                output=s["output"],
-                error=s["error"],
-                retry_count=s["retry_count"],
-                compensation_retry_count=s["compensation_retry_count"],
-                started_at=epoch(s["started_at"]),
-                completed_at=epoch(s["completed_at"]),
-            )
-
-        def fetch(wanted: list[str] | None) -> list[StepRecord]:
+        def fetch(created: datetime, wanted: list[str] | None) -> list[dict[str, Any]]:
             params = {"id": instance_id, "created": created, "now": iso(now), "names": wanted}
             unit.cur.execute(q("state_steps"), params)
             found = unit.cur.fetchone()
-            return [step(s) for s in (found[0] if found else None) or []]
+            return (found[0] if found else None) or []
 
-        state = InstanceState(
-            definition=definition,
-            instance=instance,
-            steps=Steps([step(s) for s in steps_raw], whole, fetch),
-        )
-        for j in joins_raw:
-            state.joins[j["join_step"]] = JoinState(
-                instance_id,
-                j["join_step"],
-                list(j["waiting_for"]),
-                JoinStrategy(j["strategy"]),
-                list(j["completed"]),
-                list(j["failed"]),
-                bool(j["is_ready"]),
-            )
-        for item in queue_raw:
-            state.queue.append(
-                QueueItem(
-                    id=item["id"],
-                    instance_id=instance_id,
-                    step_name=names.get(item["step_id"], ""),
-                    scheduled_at=epoch(item["scheduled_at"]) or 0.0,
-                    priority=item["priority"],
-                    attempted_at=epoch(item["attempted_at"]),
-                    attempted_by=item["attempted_by"],
-                    lease_until=epoch(item["lease_until"]),
-                )
-            )
-        for d in decisions_raw:
-            name = names.get(d["step_id"])
-            if name is not None:
-                state.decisions[name] = HumanDecision(
-                    instance_id,
-                    name,
-                    d["decision"],
-                    d["decided_by"],
-                    d["comment"],
-                    epoch(d["decided_at"]) or 0.0,
-                )
-        for x in dlq_raw:
-            state.dlq.append(
-                DLQRecord(
-                    id=x["id"],
-                    instance_id=instance_id,
-                    workflow_id=workflow_id,
-                    step_name=x["step_name"],
-                    step_type=StepType(x["step_type"]),
-                    input=x["input"],
-                    error=x["error"],
-                    reason=x["reason"],
-                    created_at=epoch(x["created_at"]) or 0.0,
-                )
-            )
-        if cancel_raw is not None:
-            keys.had_cancel_request = True
-            state.cancel_request = CancelRequest(
-                instance_id,
-                cancel_raw["cancel_type"],
-                cancel_raw["requested_by"],
-                cancel_raw["reason"] or "",
-                epoch(cancel_raw["created_at"]) or 0.0,
-            )
+        state, keys = decode_state(doc, instance_id, self.get_definition, fetch)
+        self._created.put(instance_id, keys.instance_created)
         return state, keys
 
     def _finish(self, unit: _Unit, tx: Transition, keys: Keys) -> None:
         """Commit every write of `tx` as one `floxy_apply` call, and its call logs in the same
         batch (no round trip of their own); give new records their ids."""
-        logs = self._logs_params(tx)
-        if not tx.changed and tx.state.cancel_request is None:
+        rows = encode_logs(tx)
+        logs = None if rows is None else {"logs": rows, "now": self._now(tx.now)}
+        text = encode_apply(tx, keys)
+        if text is None:
             if logs is None:
                 unit.commit()
             else:
                 unit.commit(q("insert_step_logs"), logs)
             return
-        inst = tx.instance
-        doc: dict[str, Any] = {
-            "instance_id": inst.id,
-            "instance_created": keys.instance_created.isoformat(),
-            "step_ids": self._referenced_ids(tx, keys),
-        }
-        if tx.new_steps:
-            doc["new_steps"] = [self._step_doc(row) for row in tx.new_steps]
-        if tx.dirty_steps:
-            doc["steps"] = [
-                self._step_doc(row, keys.steps_created[row.step_name])
-                for row in tx.dirty_steps.values()
-            ]
-        if tx.instance_dirty:
-            doc["instance"] = {
-                "status": inst.status.value,
-                "output": inst.output,
-                "error": inst.error,
-                "started_at": iso(inst.started_at),
-                "completed_at": iso(inst.completed_at),
-                "updated_at": iso(inst.updated_at),
-            }
-        if tx.dirty_joins:
-            doc["joins"] = [
-                {
-                    "join_step": join.join_step,
-                    "waiting_for": join.waiting_for,
-                    "completed": join.completed,
-                    "failed": join.failed,
-                    "strategy": join.strategy.value,
-                    "is_ready": join.is_ready,
-                    "now": iso(tx.now),
-                }
-                for join in tx.dirty_joins.values()
-            ]
-        if tx.removed_queue:
-            doc["queue_removed"] = [item.id for item in tx.removed_queue]
-        if tx.dirty_queue:
-            doc["queue"] = [self._queue_doc(item) for item in tx.dirty_queue]
-        if tx.new_queue:
-            doc["queue_new"] = [self._queue_doc(item) for item in tx.new_queue]
-        if tx.events:
-            doc["events"] = [
-                {
-                    "step_name": event.step_name,
-                    "type": event.type,
-                    "payload": dict(event.payload),
-                    "at": iso(event.at),
-                }
-                for event in tx.events
-            ]
-        if tx.new_dlq:
-            doc["dlq_new"] = [
-                {
-                    "workflow_id": record.workflow_id,
-                    "step_name": record.step_name,
-                    "step_type": record.step_type.value,
-                    "input": record.input,
-                    "error": record.error,
-                    "reason": record.reason,
-                    "created_at": iso(record.created_at),
-                }
-                for record in tx.new_dlq
-            ]
-        if tx.removed_dlq:
-            doc["dlq_removed"] = [record.id for record in tx.removed_dlq]
-        if tx.new_decisions:
-            doc["decisions"] = [
-                {
-                    "step_name": decision.step_name,
-                    "decided_by": decision.decided_by,
-                    "decision": decision.decision,
-                    "comment": decision.comment,
-                    "decided_at": iso(decision.decided_at),
-                }
-                for decision in tx.new_decisions
-            ]
-        request = tx.state.cancel_request
-        if inst.status.terminal and (keys.had_cancel_request or request is not None):
-            doc["cancel_done"] = True
-        elif request is not None and not keys.had_cancel_request:
-            doc["cancel_request"] = {
-                "requested_by": request.requested_by,
-                "cancel_type": request.cancel_type,
-                "reason": request.reason,
-            }
-        # only work another worker could take: not the lease a claim just wrote
-        doc["notify"] = any(i.attempted_by is None for i in [*tx.new_queue, *tx.dirty_queue])
-        try:
-            text = values.dumps(doc)
-        except (TypeError, ValueError) as exc:  # caught before the write, never retried as is
-            raise StoreRejected(f"cannot encode the write as JSON: {exc}") from exc
         if logs is None:
             ids = unit.commit(q("apply"), {"doc": text})
         else:  # the first statement's value is the batch's: apply's ids
             batch = q("apply").rstrip(";") + ";\n" + q("insert_step_logs")
             ids = unit.commit(batch, {"doc": text, **logs})
-        for step in tx.new_steps:
-            step.id = int(ids["step_ids"][step.step_name])
-        for record, new_id in zip(tx.new_dlq, ids["dlq_ids"], strict=True):
-            record.id = int(new_id)
-        for item, new_id in zip(tx.new_queue, ids["queue_ids"], strict=True):
-            item.id = int(new_id)
-
-    def _logs_params(self, tx: Transition) -> dict[str, Any] | None:
-        """The parameters of `insert_step_logs` for the call logs of `tx` (None: it has none).
-        The texts were made storable (no NUL) by `floxy_core.capture`."""
-        if not tx.new_logs:
-            return None
-        rows = [
-            {
-                "instance_id": log.instance_id,
-                "step_name": log.step_name,
-                "handler": log.handler,
-                "retry_count": log.retry_count,
-                "compensation": log.compensation,
-                "started_at": micro(log.started_at),
-                "ended_at": micro(log.ended_at),
-                "outcome": log.outcome,
-                "exit_code": log.exit_code,
-                "stdout": log.stdout,
-                "stderr": log.stderr,
-                "truncated": log.truncated,
-            }
-            for log in tx.new_logs
-        ]
-        try:
-            text = values.dumps(rows)
-        except (TypeError, ValueError) as exc:
-            raise StoreRejected(f"cannot encode the call logs as JSON: {exc}") from exc
-        return {"logs": text, "now": self._now(tx.now)}
-
-    @staticmethod
-    def _referenced_ids(tx: Transition, keys: Keys) -> dict[str, int]:
-        """Ids of the stored steps this transaction's writes refer to by name (queue rows,
-        events, DLQ records, decisions): not the whole instance's, which grows with it."""
-        new = {row.step_name for row in tx.new_steps}
-        named = {
-            *(item.step_name for item in tx.new_queue),
-            *(event.step_name for event in tx.events if event.step_name is not None),
-            *(record.step_name for record in tx.new_dlq),
-            *(decision.step_name for decision in tx.new_decisions),
-        } - new
-        for name in named - keys.step_ids.keys():
-            tx.state.steps.get(name)  # not loaded yet: read it (and its id) now
-        return {name: keys.step_ids[name] for name in named if name in keys.step_ids}
-
-    @staticmethod
-    def _queue_doc(item: QueueItem) -> dict[str, Any]:
-        return {
-            "id": item.id,
-            "step_name": item.step_name,
-            "scheduled_at": iso(item.scheduled_at),
-            "priority": item.priority,
-            "attempted_at": iso(item.attempted_at),
-            "attempted_by": item.attempted_by,
-            "lease_until": iso(item.lease_until),
-        }
-
-    @staticmethod
-    def _step_doc(row: StepRecord, created: str | None = None) -> dict[str, Any]:
-        return {
-            "id": row.id,
-            "step_name": row.step_name,
-            "step_type": row.step_type.value,
-            "status": row.status.value,
-            "input": row.input,
-            "output": row.output,
-            "error": row.error,
-            "retry_count": row.retry_count,
-            "max_retries": row.max_retries,
-            "compensation_retry_count": row.compensation_retry_count,
-            "idempotency_key": row.idempotency_key,
-            "started_at": iso(row.started_at),
-            "completed_at": iso(row.completed_at),
-            "created_at": created or iso(row.created_at),
-        }
+        assign_ids(tx, ids)
 
     # -- waking and leases ------------------------------------------------------------------
 
