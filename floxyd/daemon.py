@@ -15,9 +15,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from floxy_core.runtime import Runtime
 from floxy_core.secrets import redact
 from floxy_core.storage.postgres.store import PostgresStore
+from floxy_core.wiring import build_runtime
 from floxyd.config import Config
 from floxyd.maintenance import Maintenance
 from floxyd.stats import StatsPrinter
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from floxy_core.model import CallLog, WorkflowFile
     from floxy_core.ports import Handler
+    from floxy_core.runtime import Runtime
 
 log = logging.getLogger("floxyd")
 steps_log = logging.getLogger("floxyd.steps")
@@ -379,11 +380,12 @@ class Daemon:
 
         cfg = self.config
         assert self.store is not None
-        self.runtime = Runtime(
+        self.runtime = build_runtime(
             self.store,
+            plugins,
             self.metrics.wrap(self.handlers),
+            hooks=[self.metrics.hook],
             engine=Engine(EngineConfig(lease_ms=round(cfg.lease * 1000))),
-            hooks=[plugins.runtime_hook, self.metrics.hook],
             workers=cfg.workers,
             poll_interval=cfg.worker_interval,
             distributed=True,
