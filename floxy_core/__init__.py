@@ -42,6 +42,7 @@ _HOMES = {
     "close_handlers": "floxy_core.handlers.registry",
     "MemoryStore": "floxy_core.storage.memory",
     "PostgresStore": "floxy_core.storage.postgres",
+    "build_runtime": "floxy_core.wiring",
 }
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "WorkflowDefinition",
     "__version__",
     "build_handlers",
+    "build_runtime",
     "close_handlers",
     "hookimpl",
     "load_plugins",
@@ -111,3 +113,4 @@ if TYPE_CHECKING:
     from floxy_core.status import InstanceStatus, StepStatus
     from floxy_core.storage.memory import MemoryStore
     from floxy_core.storage.postgres import PostgresStore
+    from floxy_core.wiring import build_runtime

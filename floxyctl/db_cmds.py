@@ -87,10 +87,9 @@ def _parse_id(text: str, what: str = "instance ID") -> int:
 
 def _runtime(store: PostgresStore) -> Runtime:
     """A worker-less runtime: control operations only, with plugin hooks and start vetoes."""
-    from floxy_core.runtime import Runtime
+    from floxy_core.wiring import build_runtime
 
-    loaded = plugins()
-    return Runtime(store, {}, hooks=[loaded.runtime_hook], start_guards=[loaded.check_start])
+    return build_runtime(store, plugins())
 
 
 def _when(value: float | datetime | None) -> str:

@@ -195,8 +195,8 @@ class _Session:
     def run(self) -> int:
         from floxy_core.handlers.registry import HandlerBuildError, build_handlers, close_handlers
         from floxy_core.plugins import StartVetoed
-        from floxy_core.runtime import Runtime
         from floxy_core.storage.memory import MemoryStore
+        from floxy_core.wiring import build_runtime
 
         def debug_log(line: str) -> None:
             print(line, file=sys.stderr, flush=True)
@@ -212,14 +212,13 @@ class _Session:
         except HandlerBuildError as exc:
             refuse(self.file.path, exc.errors(self.file.path), "run")
         store = MemoryStore()
-        runtime = Runtime(
+        runtime = build_runtime(
             store,
+            loaded,
             handlers,
             workers=self.workers,
             poll_interval=self.poll_s,
             debug=self.debug,
-            hooks=[loaded.runtime_hook],
-            start_guards=[loaded.check_start],
         )
         runtime.register(self.workflow)
         started = time.monotonic()

@@ -16,9 +16,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from floxy_core.runtime import Runtime
 from floxy_core.secrets import redact
 from floxy_core.storage.postgres.store import PostgresStore
+from floxy_core.wiring import build_runtime
 from floxyd.config import Config
 from floxyd.maintenance import Maintenance
 from floxyd.stats import StatsPrinter
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from floxy_core.model import CallLog, Instance, WorkflowFile
     from floxy_core.ports import Handler
+    from floxy_core.runtime import Runtime
 
 log = logging.getLogger("floxyd")
 steps_log = logging.getLogger("floxyd.steps")
@@ -416,11 +417,12 @@ class Daemon:
 
         cfg = self.config
         assert self.store is not None
-        self.runtime = Runtime(
+        self.runtime = build_runtime(
             self.store,
+            plugins,
             self.metrics.wrap(self.handlers),
+            hooks=[self.metrics.hook, log_transition],
             engine=Engine(EngineConfig(lease_ms=round(cfg.lease * 1000))),
-            hooks=[plugins.runtime_hook, self.metrics.hook, log_transition],
             workers=cfg.workers,
             poll_interval=cfg.worker_interval,
             distributed=True,

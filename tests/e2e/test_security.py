@@ -891,7 +891,7 @@ _SQL_ANY_CASE = re.compile(
 SQL_ALLOW_LIST = {
     # LISTEN/NOTIFY take no parameters; CHANNEL is a module constant (checked below).
     ("floxy_core/storage/postgres/store.py", "f'NOTIFY {CHANNEL}'"),
-    ("floxy_core/storage/postgres/store.py", "f'LISTEN {CHANNEL}'"),
+    ("floxy_core/storage/postgres/listener.py", "f'LISTEN {CHANNEL}'"),
 }
 
 

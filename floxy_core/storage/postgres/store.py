@@ -11,6 +11,10 @@ Every time this store compares or writes is the database's clock (`clock_timesta
 rows are locked), never the caller's `now`: daemons whose clocks disagree behave as if they
 agreed (DECISIONS.md "Instances and definitions"). Only `clock="caller"` (one process driving a
 fake clock in deterministic tests) makes the store use the `now` it is given.
+
+What crosses to and from the SQL functions (the state document and the `floxy_apply`
+document) is encoded and decoded in `state_document.py`; the LISTEN/NOTIFY wake-ups live in
+`listener.py`. This module holds the port's methods and their transactions.
 """
 
 from __future__ import annotations
@@ -20,66 +24,47 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from floxy_core import records, values
 from floxy_core.engine.state import HookCall, InstanceState, Transition
 from floxy_core.errors import ConflictError, NotFoundError, StoreError, StoreRejected
-from floxy_core.logs import get_logger
 from floxy_core.model import (
     JSON,
     CallLog,
-    CancelRequest,
     DLQRecord,
     Event,
-    HumanDecision,
     Instance,
-    JoinState,
-    JoinStrategy,
     QueueItem,
     StepRecord,
     StepType,
     WorkflowDefinition,
 )
 from floxy_core.status import ACTIVE_INSTANCE_STATUSES, InstanceStatus, StepStatus
+from floxy_core.storage.postgres.listener import CHANNEL, QueueListener
 from floxy_core.storage.postgres.sql import q
+from floxy_core.storage.postgres.state_document import (
+    Keys,
+    assign_ids,
+    decode_claim,
+    decode_state,
+    encode_apply,
+    encode_logs,
+    epoch,
+    iso,
+    micro,
+)
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
 T = TypeVar("T")
-log = get_logger("floxy.postgres")
-CHANNEL = "floxy_queue"
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 _DATA_SQLSTATE_CLASSES = {"22", "54"}
 """Data exception (a value out of range, an untranslatable character) and program limit
 exceeded (nesting, sizes): the same write would fail again, so it is not an outage."""
-
-
-def _epoch(value: Any) -> float | None:
-    """Seconds since the epoch from a row's datetime or a state document's number."""
-    if value is None:
-        return None
-    return value.timestamp() if isinstance(value, datetime) else float(value)
-
-
-def _micro(now: float) -> float:
-    """The engine's clock at PostgreSQL's resolution: a time it writes and reads back (a due
-    time, say) then compares equal to the `now` it was derived from."""
-    return round(now, 6)
-
-
-def _iso(value: float | None) -> str | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC).isoformat()
-
-
-def _dt(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value)
 
 
 def _json(value: JSON) -> Any:
@@ -189,101 +174,6 @@ class _Unit:
         return None if row is None else row[0]
 
 
-@dataclass
-class _Keys:
-    """Partition keys of the rows loaded in this transaction, kept exact for pruned updates."""
-
-    instance_created: datetime
-    steps_created: dict[str, str] = field(default_factory=dict)
-    """Exactly as the server wrote them."""
-    step_ids: dict[str, int] = field(default_factory=dict)
-    had_cancel_request: bool = False
-
-
-class _Steps(dict[str, StepRecord]):
-    """The step rows of one instance, as `InstanceState.steps`, read from the database only as
-    far as a decision looks.
-
-    The state document of a long instance holds only the rows its queue and decisions refer to
-    (migration 007), so a step's cost does not grow with the instance. A name not loaded yet is
-    looked up in the same transaction (its absence is remembered); after a few such misses, or
-    on any walk over all rows, the rest is read at once and the rows are put in creation order,
-    keeping the objects the decision already holds.
-    """
-
-    _MISSES_BEFORE_ALL = 8
-
-    def __init__(
-        self,
-        rows: list[StepRecord],
-        whole: bool,
-        fetch: Callable[[list[str] | None], list[StepRecord]],
-    ) -> None:
-        super().__init__((row.step_name, row) for row in rows)
-        self._whole = whole
-        self._fetch = fetch
-        self._absent: set[str] = set()
-        self._misses = 0
-
-    def _find(self, name: str) -> StepRecord | None:
-        found = dict.get(self, name)
-        if found is not None or self._whole or name in self._absent:
-            return found
-        self._misses += 1
-        if self._misses > self._MISSES_BEFORE_ALL:
-            self._load_all()
-            return dict.get(self, name)
-        for row in self._fetch([name]):
-            dict.setdefault(self, row.step_name, row)
-        found = dict.get(self, name)
-        if found is None:
-            self._absent.add(name)
-        return found
-
-    def _load_all(self) -> None:
-        if self._whole:
-            return
-        self._whole = True
-        ordered = {row.step_name: dict.get(self, row.step_name) or row for row in self._fetch(None)}
-        for name, row in dict.items(self):  # created by this transaction: last
-            ordered.setdefault(name, row)
-        dict.clear(self)
-        dict.update(self, ordered)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        found = self._find(name)
-        return default if found is None else found
-
-    def __getitem__(self, name: str) -> StepRecord:
-        found = self._find(name)
-        if found is None:
-            raise KeyError(name)
-        return found
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self._find(name) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        self._load_all()
-        return dict.__iter__(self)
-
-    def __len__(self) -> int:
-        self._load_all()
-        return dict.__len__(self)
-
-    def keys(self) -> Any:
-        self._load_all()
-        return dict.keys(self)
-
-    def values(self) -> Any:
-        self._load_all()
-        return dict.values(self)
-
-    def items(self) -> Any:
-        self._load_all()
-        return dict.items(self)
-
-
 class PostgresStore:
     def __init__(
         self,
@@ -320,20 +210,16 @@ class PostgresStore:
         self._rng = random.Random(seed)
         self._definitions: dict[str, WorkflowDefinition] = {}
         self._created = _CreatedAt()
-        self._work = threading.Condition()
-        self._listener: threading.Thread | None = None
-        self._closed = threading.Event()
+        self._listener = QueueListener(dsn)
 
     def close(self) -> None:
-        self._closed.set()
-        if self._listener is not None:  # it notices within its one-second poll
-            self._listener.join(2.0)
+        self._listener.close()
         self.pool.close()
 
     def _now(self, now: float) -> datetime | None:
         """The `now` parameter of a statement: NULL (the database's clock) unless the caller's
         clock was asked for."""
-        return datetime.fromtimestamp(_micro(now), UTC) if self._caller_clock else None
+        return datetime.fromtimestamp(micro(now), UTC) if self._caller_clock else None
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
@@ -427,7 +313,7 @@ class PostgresStore:
                 )
                 assert row is not None
                 created = row[1]
-                at = _micro(created.timestamp())
+                at = micro(created.timestamp())
                 instance = Instance(
                     id=int(row[0]),
                     workflow_id=definition.id,
@@ -440,7 +326,7 @@ class PostgresStore:
                 state = InstanceState(definition=definition, instance=instance)
                 tx = Transition(state, at, self._rng)
                 decide(tx)
-                self._finish(unit, tx, _Keys(instance_created=created))
+                self._finish(unit, tx, Keys(instance_created=created))
                 self._created.put(instance.id, created)
                 return instance.id, tx.committed_hooks()
 
@@ -463,7 +349,7 @@ class PostgresStore:
                 )
                 if row is None or row[0] is None:
                     raise NotFoundError(f"instance {instance_id} not found")
-                tx_now = _micro(row[1])
+                tx_now = micro(row[1])
                 state, keys = self._state(unit, instance_id, row[0], tx_now)
                 tx = Transition(state, tx_now, self._rng)
                 result = decide(tx)
@@ -485,9 +371,9 @@ class PostgresStore:
                 if claimed is None:
                     unit.commit()
                     return False, None, []
-                instance_id, item_id = int(claimed["instance_id"]), int(claimed["item_id"])
-                tx_now = _micro(row[1])
-                state, keys = self._state(unit, instance_id, claimed["state"], tx_now)
+                instance_id, item_id, doc = decode_claim(claimed)
+                tx_now = micro(row[1])
+                state, keys = self._state(unit, instance_id, doc, tx_now)
                 tx = Transition(state, tx_now, self._rng)
                 item = next(i for i in state.queue if i.id == item_id)
                 result = decide(tx, item)
@@ -500,346 +386,45 @@ class PostgresStore:
 
     def _state(
         self, unit: _Unit, instance_id: int, doc: list[Any], now: float
-    ) -> tuple[InstanceState, _Keys]:
-        """The instance's records from the document `floxy_state` builds on the server."""
-        (workflow_id, status, data, output, error, created_raw, updated, started, completed) = doc[
-            :9
-        ]
-        steps_raw, joins_raw, queue_raw, decisions_raw, dlq_raw, cancel_raw = doc[9:15]
-        whole = bool(doc[15]) if len(doc) > 15 else True
-        created = _dt(created_raw)
-        assert created is not None
-        self._created.put(instance_id, created)
-        definition = self.get_definition(workflow_id)
-        keys = _Keys(instance_created=created)
-        instance = Instance(
-            id=instance_id,
-            workflow_id=workflow_id,
-            status=InstanceStatus(status),
-            input=data,
-            output=output,
-            error=error,
-            created_at=created.timestamp(),
-            updated_at=_epoch(updated) or 0.0,
-            started_at=_epoch(started),
-            completed_at=_epoch(completed),
-        )
-        names: dict[int, str] = {}
+    ) -> tuple[InstanceState, Keys]:
+        """Decode the state document of `instance_id` within `unit`'s transaction."""
 
-        def step(s: dict[str, Any]) -> StepRecord:
-            keys.steps_created[s["step_name"]] = s["created_at"]
-            keys.step_ids[s["step_name"]] = s["id"]
-            names[s["id"]] = s["step_name"]
-            return StepRecord(
-                id=s["id"],
-                instance_id=instance_id,
-                step_name=s["step_name"],
-                step_type=StepType(s["step_type"]),
-                status=StepStatus(s["status"]),
-                input=s["input"],
-                idempotency_key=s["idempotency_key"],
-                max_retries=s["max_retries"],
-                created_at=float(s["created_epoch"]),
-                output=s["output"],
-                error=s["error"],
-                retry_count=s["retry_count"],
-                compensation_retry_count=s["compensation_retry_count"],
-                started_at=_epoch(s["started_at"]),
-                completed_at=_epoch(s["completed_at"]),
-            )
-
-        def fetch(wanted: list[str] | None) -> list[StepRecord]:
-            params = {"id": instance_id, "created": created, "now": _iso(now), "names": wanted}
+        def fetch(created: datetime, wanted: list[str] | None) -> list[dict[str, Any]]:
+            params = {"id": instance_id, "created": created, "now": iso(now), "names": wanted}
             unit.cur.execute(q("state_steps"), params)
             found = unit.cur.fetchone()
-            return [step(s) for s in (found[0] if found else None) or []]
+            return (found[0] if found else None) or []
 
-        state = InstanceState(
-            definition=definition,
-            instance=instance,
-            steps=_Steps([step(s) for s in steps_raw], whole, fetch),
-        )
-        for j in joins_raw:
-            state.joins[j["join_step"]] = JoinState(
-                instance_id,
-                j["join_step"],
-                list(j["waiting_for"]),
-                JoinStrategy(j["strategy"]),
-                list(j["completed"]),
-                list(j["failed"]),
-                bool(j["is_ready"]),
-            )
-        for item in queue_raw:
-            state.queue.append(
-                QueueItem(
-                    id=item["id"],
-                    instance_id=instance_id,
-                    step_name=names.get(item["step_id"], ""),
-                    scheduled_at=_epoch(item["scheduled_at"]) or 0.0,
-                    priority=item["priority"],
-                    attempted_at=_epoch(item["attempted_at"]),
-                    attempted_by=item["attempted_by"],
-                    lease_until=_epoch(item["lease_until"]),
-                )
-            )
-        for d in decisions_raw:
-            name = names.get(d["step_id"])
-            if name is not None:
-                state.decisions[name] = HumanDecision(
-                    instance_id,
-                    name,
-                    d["decision"],
-                    d["decided_by"],
-                    d["comment"],
-                    _epoch(d["decided_at"]) or 0.0,
-                )
-        for x in dlq_raw:
-            state.dlq.append(
-                DLQRecord(
-                    id=x["id"],
-                    instance_id=instance_id,
-                    workflow_id=workflow_id,
-                    step_name=x["step_name"],
-                    step_type=StepType(x["step_type"]),
-                    input=x["input"],
-                    error=x["error"],
-                    reason=x["reason"],
-                    created_at=_epoch(x["created_at"]) or 0.0,
-                )
-            )
-        if cancel_raw is not None:
-            keys.had_cancel_request = True
-            state.cancel_request = CancelRequest(
-                instance_id,
-                cancel_raw["cancel_type"],
-                cancel_raw["requested_by"],
-                cancel_raw["reason"] or "",
-                _epoch(cancel_raw["created_at"]) or 0.0,
-            )
+        state, keys = decode_state(doc, instance_id, self.get_definition, fetch)
+        self._created.put(instance_id, keys.instance_created)
         return state, keys
 
-    def _finish(self, unit: _Unit, tx: Transition, keys: _Keys) -> None:
+    def _finish(self, unit: _Unit, tx: Transition, keys: Keys) -> None:
         """Commit every write of `tx` as one `floxy_apply` call, and its call logs in the same
         batch (no round trip of their own); give new records their ids."""
-        logs = self._logs_params(tx)
-        if not tx.changed and tx.state.cancel_request is None:
+        rows = encode_logs(tx)
+        logs = None if rows is None else {"logs": rows, "now": self._now(tx.now)}
+        text = encode_apply(tx, keys)
+        if text is None:
             if logs is None:
                 unit.commit()
             else:
                 unit.commit(q("insert_step_logs"), logs)
             return
-        inst = tx.instance
-        doc: dict[str, Any] = {
-            "instance_id": inst.id,
-            "instance_created": keys.instance_created.isoformat(),
-            "step_ids": self._referenced_ids(tx, keys),
-        }
-        if tx.new_steps:
-            doc["new_steps"] = [self._step_doc(row) for row in tx.new_steps]
-        if tx.dirty_steps:
-            doc["steps"] = [
-                self._step_doc(row, keys.steps_created[row.step_name])
-                for row in tx.dirty_steps.values()
-            ]
-        if tx.instance_dirty:
-            doc["instance"] = {
-                "status": inst.status.value,
-                "output": inst.output,
-                "error": inst.error,
-                "started_at": _iso(inst.started_at),
-                "completed_at": _iso(inst.completed_at),
-                "updated_at": _iso(inst.updated_at),
-            }
-        if tx.dirty_joins:
-            doc["joins"] = [
-                {
-                    "join_step": join.join_step,
-                    "waiting_for": join.waiting_for,
-                    "completed": join.completed,
-                    "failed": join.failed,
-                    "strategy": join.strategy.value,
-                    "is_ready": join.is_ready,
-                    "now": _iso(tx.now),
-                }
-                for join in tx.dirty_joins.values()
-            ]
-        if tx.removed_queue:
-            doc["queue_removed"] = [item.id for item in tx.removed_queue]
-        if tx.dirty_queue:
-            doc["queue"] = [self._queue_doc(item) for item in tx.dirty_queue]
-        if tx.new_queue:
-            doc["queue_new"] = [self._queue_doc(item) for item in tx.new_queue]
-        if tx.events:
-            doc["events"] = [
-                {
-                    "step_name": event.step_name,
-                    "type": event.type,
-                    "payload": dict(event.payload),
-                    "at": _iso(event.at),
-                }
-                for event in tx.events
-            ]
-        if tx.new_dlq:
-            doc["dlq_new"] = [
-                {
-                    "workflow_id": record.workflow_id,
-                    "step_name": record.step_name,
-                    "step_type": record.step_type.value,
-                    "input": record.input,
-                    "error": record.error,
-                    "reason": record.reason,
-                    "created_at": _iso(record.created_at),
-                }
-                for record in tx.new_dlq
-            ]
-        if tx.removed_dlq:
-            doc["dlq_removed"] = [record.id for record in tx.removed_dlq]
-        if tx.new_decisions:
-            doc["decisions"] = [
-                {
-                    "step_name": decision.step_name,
-                    "decided_by": decision.decided_by,
-                    "decision": decision.decision,
-                    "comment": decision.comment,
-                    "decided_at": _iso(decision.decided_at),
-                }
-                for decision in tx.new_decisions
-            ]
-        request = tx.state.cancel_request
-        if inst.status.terminal and (keys.had_cancel_request or request is not None):
-            doc["cancel_done"] = True
-        elif request is not None and not keys.had_cancel_request:
-            doc["cancel_request"] = {
-                "requested_by": request.requested_by,
-                "cancel_type": request.cancel_type,
-                "reason": request.reason,
-            }
-        # only work another worker could take: not the lease a claim just wrote
-        doc["notify"] = any(i.attempted_by is None for i in [*tx.new_queue, *tx.dirty_queue])
-        try:
-            text = values.dumps(doc)
-        except (TypeError, ValueError) as exc:  # caught before the write, never retried as is
-            raise StoreRejected(f"cannot encode the write as JSON: {exc}") from exc
         if logs is None:
             ids = unit.commit(q("apply"), {"doc": text})
         else:  # the first statement's value is the batch's: apply's ids
             batch = q("apply").rstrip(";") + ";\n" + q("insert_step_logs")
             ids = unit.commit(batch, {"doc": text, **logs})
-        for step in tx.new_steps:
-            step.id = int(ids["step_ids"][step.step_name])
-        for record, new_id in zip(tx.new_dlq, ids["dlq_ids"], strict=True):
-            record.id = int(new_id)
-        for item, new_id in zip(tx.new_queue, ids["queue_ids"], strict=True):
-            item.id = int(new_id)
-
-    def _logs_params(self, tx: Transition) -> dict[str, Any] | None:
-        """The parameters of `insert_step_logs` for the call logs of `tx` (None: it has none).
-        The texts were made storable (no NUL) by `floxy_core.capture`."""
-        if not tx.new_logs:
-            return None
-        rows = [
-            {
-                "instance_id": log.instance_id,
-                "step_name": log.step_name,
-                "handler": log.handler,
-                "retry_count": log.retry_count,
-                "compensation": log.compensation,
-                "started_at": _micro(log.started_at),
-                "ended_at": _micro(log.ended_at),
-                "outcome": log.outcome,
-                "exit_code": log.exit_code,
-                "stdout": log.stdout,
-                "stderr": log.stderr,
-                "truncated": log.truncated,
-            }
-            for log in tx.new_logs
-        ]
-        try:
-            text = values.dumps(rows)
-        except (TypeError, ValueError) as exc:
-            raise StoreRejected(f"cannot encode the call logs as JSON: {exc}") from exc
-        return {"logs": text, "now": self._now(tx.now)}
-
-    @staticmethod
-    def _referenced_ids(tx: Transition, keys: _Keys) -> dict[str, int]:
-        """Ids of the stored steps this transaction's writes refer to by name (queue rows,
-        events, DLQ records, decisions): not the whole instance's, which grows with it."""
-        new = {row.step_name for row in tx.new_steps}
-        named = {
-            *(item.step_name for item in tx.new_queue),
-            *(event.step_name for event in tx.events if event.step_name is not None),
-            *(record.step_name for record in tx.new_dlq),
-            *(decision.step_name for decision in tx.new_decisions),
-        } - new
-        for name in named - keys.step_ids.keys():
-            tx.state.steps.get(name)  # not loaded yet: read it (and its id) now
-        return {name: keys.step_ids[name] for name in named if name in keys.step_ids}
-
-    @staticmethod
-    def _queue_doc(item: QueueItem) -> dict[str, Any]:
-        return {
-            "id": item.id,
-            "step_name": item.step_name,
-            "scheduled_at": _iso(item.scheduled_at),
-            "priority": item.priority,
-            "attempted_at": _iso(item.attempted_at),
-            "attempted_by": item.attempted_by,
-            "lease_until": _iso(item.lease_until),
-        }
-
-    @staticmethod
-    def _step_doc(row: StepRecord, created: str | None = None) -> dict[str, Any]:
-        return {
-            "id": row.id,
-            "step_name": row.step_name,
-            "step_type": row.step_type.value,
-            "status": row.status.value,
-            "input": row.input,
-            "output": row.output,
-            "error": row.error,
-            "retry_count": row.retry_count,
-            "max_retries": row.max_retries,
-            "compensation_retry_count": row.compensation_retry_count,
-            "idempotency_key": row.idempotency_key,
-            "started_at": _iso(row.started_at),
-            "completed_at": _iso(row.completed_at),
-            "created_at": created or _iso(row.created_at),
-        }
+        assign_ids(tx, ids)
 
     # -- waking and leases ------------------------------------------------------------------
 
-    def _listen(self) -> None:
-        """LISTEN for new queue rows; polling remains the fallback if this connection fails."""
-        import psycopg
-
-        while not self._closed.is_set():
-            try:
-                with psycopg.connect(self.dsn, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    while not self._closed.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            with self._work:
-                                self._work.notify_all()
-            except psycopg.Error as exc:
-                log.warning(
-                    "queue listener lost its connection (%s); polling until it is back", exc
-                )
-                self._closed.wait(2.0)
-
     def wait_for_work(self, timeout: float) -> None:
-        if self._listener is None:
-            with self._work:
-                if self._listener is None:
-                    self._listener = threading.Thread(
-                        target=self._listen, name="floxy-listen", daemon=True
-                    )
-                    self._listener.start()
-        with self._work:
-            self._work.wait(timeout)
+        self._listener.wait(timeout)
 
     def wake(self) -> None:
-        with self._work:
-            self._work.notify_all()
+        self._listener.wake()
 
     def next_due(self) -> float | None:
         """On the caller's clock (it only sizes an idle wait): the database says how far off."""
@@ -886,8 +471,8 @@ class PostgresStore:
             error=row[5],
             created_at=row[6].timestamp(),
             updated_at=row[7].timestamp(),
-            started_at=_epoch(row[8]),
-            completed_at=_epoch(row[9]),
+            started_at=epoch(row[8]),
+            completed_at=epoch(row[9]),
             retry_of=row[10],
         )
 
@@ -971,8 +556,8 @@ class PostgresStore:
                 compensation_retry_count=r[10],
                 idempotency_key=r[11],
                 created_at=r[12].timestamp(),
-                started_at=_epoch(r[13]),
-                completed_at=_epoch(r[14]),
+                started_at=epoch(r[13]),
+                completed_at=epoch(r[14]),
             )
             for r in rows
             if not wanted or r[4] in wanted
