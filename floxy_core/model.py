@@ -303,6 +303,16 @@ class Instance:
     """The instance this one retries (`Runtime.retry`); set when it is created, never after."""
 
 
+@record(frozen=True)
+class ListedInstance:
+    """An instance as `floxyctl status` lists it: `shown` is its status, or `waiting` while the
+    human steps named in `waiting` wait for a decision."""
+
+    instance: Instance
+    shown: str
+    waiting: tuple[str, ...] = ()
+
+
 @record
 class StepRecord:
     """One row per step name per instance; retries and compensation attempts reuse it."""

@@ -21,7 +21,11 @@ from floxy_core.records import field, record
 from floxy_core.status import StepStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime, timedelta
+
     from floxy_core.engine.state import HookCall, Transition
+    from floxy_core.model import ListedInstance
 
 T = TypeVar("T")
 
@@ -100,6 +104,33 @@ class Store(Protocol):
     def next_due(self) -> float | None: ...
 
     def get_instance(self, instance_id: int) -> Instance: ...
+
+    # -- the read side front ends use (lists, counts, clean-up) ------------------------------
+
+    def list_definitions(self) -> list[tuple[str, str, int, datetime]]:
+        """(id, name, version, registered at), by name, newest version first."""
+        ...
+
+    def list_instances_page(
+        self,
+        *,
+        status: str | None = None,
+        workflow_ids: Sequence[str] | None = None,
+        since: datetime | timedelta | None = None,
+        until: datetime | timedelta | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[ListedInstance], bool]:
+        """One page of instances, newest first, and whether more follow. `status` may be
+        `waiting` (running, a human step waiting); a timedelta bound counts back from the
+        store's clock."""
+        ...
+
+    def listing_stats(self) -> dict[str, int]:
+        """total, completed, failed, running, waiting, pending, active."""
+        ...
+
+    def delete_dlq(self, dlq_id: int) -> None: ...
 
     def retries_of(self, instance_id: int) -> list[int]:
         """The instances that retry this one, oldest first."""

@@ -10,7 +10,9 @@ import copy
 import math
 import random
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from floxy_core.engine.state import HookCall, InstanceState, Transition
@@ -22,12 +24,13 @@ from floxy_core.model import (
     Event,
     Instance,
     JoinState,
+    ListedInstance,
     QueueItem,
     StepRecord,
     WorkflowDefinition,
 )
 from floxy_core.records import replace
-from floxy_core.status import InstanceStatus, StepStatus
+from floxy_core.status import ACTIVE_INSTANCE_STATUSES, InstanceStatus, StepStatus
 
 T = TypeVar("T")
 
@@ -104,6 +107,7 @@ class MemoryStore:
         self._work_ready = threading.Condition(self._lock)
         self._rng = random.Random(seed)
         self._definitions: dict[str, WorkflowDefinition] = {}
+        self._registered: dict[str, float] = {}
         self._states: dict[int, InstanceState] = {}
         self._events: dict[int, list[Event]] = {}
         self._queued: set[int] = set()
@@ -128,7 +132,17 @@ class MemoryStore:
                     raise ConflictError(definition.conflict_message(existing))
                 return False
             self._definitions[definition.id] = definition
+            self._registered[definition.id] = time.time()
             return True
+
+    def list_definitions(self) -> list[tuple[str, str, int, datetime]]:
+        """(id, name, version, registered at), by name, newest version first."""
+        with self._lock:
+            found = sorted(self._definitions.values(), key=lambda d: (d.name, -d.version))
+            return [
+                (d.id, d.name, d.version, datetime.fromtimestamp(self._registered[d.id], UTC))
+                for d in found
+            ]
 
     def get_definition(self, workflow_id: str) -> WorkflowDefinition:
         with self._lock:
@@ -379,3 +393,69 @@ class MemoryStore:
     def list_instances(self) -> list[Instance]:
         with self._lock:
             return [copy.copy(s.instance) for s in self._states.values()]
+
+    def list_instances_page(
+        self,
+        *,
+        status: str | None = None,
+        workflow_ids: Sequence[str] | None = None,
+        since: datetime | timedelta | None = None,
+        until: datetime | timedelta | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[ListedInstance], bool]:
+        """As `PostgresStore.list_instances_page`; a timedelta bound counts back from now."""
+        now = time.time()
+
+        def bound(value: datetime | timedelta | None) -> float | None:
+            if isinstance(value, timedelta):
+                return now - value.total_seconds()
+            return None if value is None else value.timestamp()
+
+        low, high = bound(since), bound(until)
+        with self._lock:
+            listed = [
+                self._listed(iid, state)
+                for iid, state in self._states.items()
+                if (workflow_ids is None or state.instance.workflow_id in workflow_ids)
+                and (low is None or state.instance.created_at >= low)
+                and (high is None or state.instance.created_at < high)
+            ]
+        listed = [x for x in listed if status is None or x.shown == status]
+        listed.sort(key=lambda x: (x.instance.created_at, x.instance.id), reverse=True)
+        page = listed[offset : offset + limit + 1]
+        return page[:limit], len(page) > limit
+
+    def _listed(self, instance_id: int, state: InstanceState) -> ListedInstance:
+        waiting: tuple[str, ...] = ()
+        if state.instance.status is InstanceStatus.RUNNING:
+            rows = self._by_status.get(instance_id, {}).get(StepStatus.WAITING_DECISION, {})
+            waiting = tuple(r.step_name for r in sorted(rows.values(), key=lambda r: r.id))
+        shown = "waiting" if waiting else state.instance.status.value
+        return ListedInstance(copy.copy(state.instance), shown, waiting)
+
+    def listing_stats(self) -> dict[str, int]:
+        """The counts `floxyctl status` shows, as `PostgresStore.listing_stats` counts them."""
+        with self._lock:
+            listed = [self._listed(iid, state) for iid, state in self._states.items()]
+        shown = [x.shown for x in listed]
+        moving = ("running", "rolling_back", "cancelling")
+        return {
+            "total": len(listed),
+            "completed": shown.count("completed"),
+            "failed": shown.count("failed"),
+            "running": sum(shown.count(s) for s in moving),
+            "waiting": shown.count("waiting"),
+            "pending": shown.count("pending"),
+            "active": sum(1 for x in listed if x.instance.status.value in ACTIVE_INSTANCE_STATUSES),
+        }
+
+    def delete_dlq(self, dlq_id: int) -> None:
+        """Forget a DLQ record that was dealt with by hand."""
+        with self._lock:
+            for state in self._states.values():
+                for record in state.dlq:
+                    if record.id == dlq_id:
+                        state.dlq.remove(record)
+                        return
+            raise NotFoundError(f"DLQ record {dlq_id} not found")

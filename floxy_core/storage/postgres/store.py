@@ -36,6 +36,7 @@ from floxy_core.model import (
     DLQRecord,
     Event,
     Instance,
+    ListedInstance,
     QueueItem,
     StepRecord,
     StepType,
@@ -78,16 +79,6 @@ def _exact_json(conn: psycopg.Connection[Any]) -> None:
     from psycopg.types.json import set_json_loads
 
     set_json_loads(values.loads, conn)
-
-
-@records.record(frozen=True)
-class ListedInstance:
-    """An instance as `floxyctl status` lists it: `shown` is its status, or `waiting` while the
-    human steps named in `waiting` wait for a decision."""
-
-    instance: Instance
-    shown: str
-    waiting: tuple[str, ...] = ()
 
 
 @records.record(frozen=True)
