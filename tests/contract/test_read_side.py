@@ -29,9 +29,7 @@ def test_pages_filters_and_counts(harness: Any) -> None:
     assert not more and page[0].waiting == ("approve",)
     assert [x.instance.id for x in store.list_instances_page(status="waiting")[0]] == [waiting]
     assert store.list_instances_page(status="running")[0] == []
-    assert [x.instance.id for x in store.list_instances_page(workflow_ids=["done-v1"])[0]] == [
-        done
-    ]
+    assert [x.instance.id for x in store.list_instances_page(workflow_ids=["done-v1"])[0]] == [done]
     first, more = store.list_instances_page(limit=2)
     assert [x.instance.id for x in first] == [waiting, broken] and more
     last, more = store.list_instances_page(limit=2, offset=2)
