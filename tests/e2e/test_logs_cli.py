@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +13,15 @@ import pytest
 from floxy_core.handlers.bash import BashHandler
 from floxy_core.runtime import Runtime
 from floxy_core.storage.postgres import PostgresStore
-from tests.e2e.test_db_cli import FLOXYCTL, floxyctl, ok, registered_database, start, usage_error
+from tests.e2e.test_db_cli import (
+    FLOXYCTL,
+    drive,
+    floxyctl,
+    ok,
+    registered_database,
+    start,
+    usage_error,
+)
 from tests.pgcluster import Cluster
 
 GREET = "echo greeting >&2; echo '{\"greeted\": true}'"
@@ -53,11 +60,7 @@ def worker(db: str) -> Iterator[Runtime]:
 
 
 def _drive(runtime: Runtime, instance_id: int) -> None:
-    deadline = time.monotonic() + 20
-    while not runtime.store.get_instance(instance_id).status.terminal:
-        assert time.monotonic() < deadline, runtime.store.get_steps(instance_id)
-        if not runtime.run_once("test-worker"):
-            time.sleep(0.02)
+    drive(runtime, instance_id, lambda: runtime.store.get_instance(instance_id).status.terminal)
 
 
 def test_logs_prints_each_call_with_a_header_and_its_streams(db: str, worker: Runtime) -> None:
