@@ -425,3 +425,35 @@ class HumanDecision:
     decided_by: str
     comment: str | None = None
     decided_at: float = 0.0
+
+
+PROJECT = "floxy"
+"""pluggy's project name: the markers' name and the entry-point group."""
+
+
+class LifecycleEvent(StrEnum):
+    """A lifecycle event the engine fires after commit (`plugin_api.Event` to plugin
+    authors, who implement `floxy_<value>`: `Event.STEP_FAILED.hook == "floxy_step_failed"`).
+    The engine fires only these members; a test checks them against the hookspecs and against
+    every event the engine fires, with its arguments."""
+
+    WORKFLOW_STARTED = "workflow_started"
+    WORKFLOW_COMPLETED = "workflow_completed"
+    WORKFLOW_FAILED = "workflow_failed"
+    WORKFLOW_CANCELLED = "workflow_cancelled"
+    WORKFLOW_ABORTED = "workflow_aborted"
+    WORKFLOW_PAUSED = "workflow_paused"
+    WORKFLOW_RESUMED = "workflow_resumed"
+    STEP_STARTED = "step_started"
+    STEP_COMPLETED = "step_completed"
+    STEP_FAILED = "step_failed"
+    STEP_RETRIED = "step_retried"
+    STEP_WAITING_DECISION = "step_waiting_decision"
+    HUMAN_DECIDED = "human_decided"
+    COMPENSATION_STARTED = "compensation_started"
+    COMPENSATION_FINISHED = "compensation_finished"
+
+    @property
+    def hook(self) -> str:
+        """The name of the hook a plugin implements for this event."""
+        return f"{PROJECT}_{self.value}"

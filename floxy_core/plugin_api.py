@@ -15,11 +15,11 @@ manager or pluggy (the markers import pluggy on first use)::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from floxy_core.errors import HandlerError, HandlerTimeout
-from floxy_core.model import JSON, HandlerSpec, Instance, TLSConfig
+from floxy_core.model import JSON, PROJECT, HandlerSpec, Instance, TLSConfig
+from floxy_core.model import LifecycleEvent as Event
 from floxy_core.ports import Handler, StepContext
 from floxy_core.records import record
 
@@ -50,37 +50,7 @@ __all__ = [
     "hookspec",
 ]
 
-PROJECT = "floxy"
-"""pluggy's project name: the markers' name and the entry-point group."""
-
 DebugLog = Callable[[str], None]
-
-
-class Event(StrEnum):
-    """A lifecycle event the engine fires after commit; plugins implement `floxy_<value>`
-    (`Event.STEP_FAILED.hook == "floxy_step_failed"`). A test checks these against the
-    hookspecs and against every name the engine fires, with its arguments."""
-
-    WORKFLOW_STARTED = "workflow_started"
-    WORKFLOW_COMPLETED = "workflow_completed"
-    WORKFLOW_FAILED = "workflow_failed"
-    WORKFLOW_CANCELLED = "workflow_cancelled"
-    WORKFLOW_ABORTED = "workflow_aborted"
-    WORKFLOW_PAUSED = "workflow_paused"
-    WORKFLOW_RESUMED = "workflow_resumed"
-    STEP_STARTED = "step_started"
-    STEP_COMPLETED = "step_completed"
-    STEP_FAILED = "step_failed"
-    STEP_RETRIED = "step_retried"
-    STEP_WAITING_DECISION = "step_waiting_decision"
-    HUMAN_DECIDED = "human_decided"
-    COMPENSATION_STARTED = "compensation_started"
-    COMPENSATION_FINISHED = "compensation_finished"
-
-    @property
-    def hook(self) -> str:
-        """The name of the hook a plugin implements for this event."""
-        return f"{PROJECT}_{self.value}"
 
 
 HANDLER_TYPES_HOOK = "floxy_handler_types"

@@ -23,6 +23,7 @@ from floxy_core.model import (
     DLQRecord,
     HumanDecision,
     JoinStrategy,
+    LifecycleEvent,
     QueueItem,
     StepDefinition,
     StepRecord,
@@ -108,7 +109,7 @@ class Engine:
         """A fresh `pending` instance starts running at its first step."""
         tx.set_instance(InstanceStatus.RUNNING)
         tx.event("workflow_started", workflow_id=tx.instance.workflow_id)
-        tx.hook("workflow_started")
+        tx.hook(LifecycleEvent.WORKFLOW_STARTED)
         self._schedule(tx, tx.definition.start, tx.instance.input)
 
     def restart(
@@ -127,7 +128,7 @@ class Engine:
         if kept is not None:
             details.update({"from": "savepoint", "savepoint": kept[0]})
         tx.event("workflow_started", workflow_id=tx.instance.workflow_id, **details)
-        tx.hook("workflow_started")
+        tx.hook(LifecycleEvent.WORKFLOW_STARTED)
         if kept is None:
             self._schedule(tx, tx.definition.start, tx.instance.input)
             return
@@ -344,7 +345,7 @@ class Engine:
             started_at=row.started_at if row.started_at is not None else tx.now,
         )
         tx.event("step_started", row.step_name, step_type=row.step_type.value)
-        tx.hook("step_started", step_name=row.step_name, retry_count=row.retry_count)
+        tx.hook(LifecycleEvent.STEP_STARTED, step_name=row.step_name, retry_count=row.retry_count)
 
     # -- results ----------------------------------------------------------------------------
 
@@ -396,7 +397,7 @@ class Engine:
         definition = tx.defn(row.step_name)
         tx.update_step(row, StepStatus.COMPLETED, output=output, error=None, completed_at=tx.now)
         tx.event("step_completed", row.step_name, step_type=row.step_type.value, **details)
-        tx.hook("step_completed", step_name=row.step_name, output=output)
+        tx.hook(LifecycleEvent.STEP_COMPLETED, step_name=row.step_name, output=output)
         if definition.type in (StepType.FORK, StepType.PARALLEL):
             tx.event("fork_started", row.step_name, parallel_steps=list(definition.parallel))
             joins.create_join_state(tx, definition)
@@ -433,7 +434,7 @@ class Engine:
             return
         tx.set_instance(InstanceStatus.COMPLETED, error=None)
         tx.event("workflow_completed", workflow_id=tx.instance.workflow_id)
-        tx.hook("workflow_completed", output=tx.instance.output)
+        tx.hook(LifecycleEvent.WORKFLOW_COMPLETED, output=tx.instance.output)
 
     def _fail(
         self,
@@ -456,7 +457,9 @@ class Engine:
             count = row.retry_count + 1
             tx.update_step(row, StepStatus.FAILED, retry_count=count, error=error)
             tx.event("step_retry", row.step_name, retry_count=count, error=error)
-            tx.hook("step_retried", step_name=row.step_name, retry_count=count, error=error)
+            tx.hook(
+                LifecycleEvent.STEP_RETRIED, step_name=row.step_name, retry_count=count, error=error
+            )
             delay = backoff_ms(definition, count, tx.rng)
             if retry_after_ms is not None:
                 cap = definition.retry_max_delay_ms
@@ -470,7 +473,7 @@ class Engine:
             error=error,
             completed_at=tx.now,
         )
-        tx.hook("step_failed", step_name=row.step_name, error=error)
+        tx.hook(LifecycleEvent.STEP_FAILED, step_name=row.step_name, error=error)
         if tx.definition.dlq_enabled or tx.instance.status is InstanceStatus.DLQ:
             self._enter_dlq(tx, row, error)
             return
@@ -503,7 +506,7 @@ class Engine:
                 tx.remove_queue(item)
         if tx.instance.status is not InstanceStatus.DLQ:
             tx.set_instance(InstanceStatus.DLQ, error=error)
-            tx.hook("workflow_paused", error=error)
+            tx.hook(LifecycleEvent.WORKFLOW_PAUSED, error=error)
 
     def _stop_branch(self, tx: Transition, block: StepDefinition, branch: str) -> None:
         """Stop what still runs in one branch of `block` (nested blocks inside it included)."""
@@ -620,7 +623,7 @@ class Engine:
                 step_type=row.step_type.value,
                 reason="waiting_for_human_decision",
             )
-            tx.hook("step_waiting_decision", step_name=row.step_name)
+            tx.hook(LifecycleEvent.STEP_WAITING_DECISION, step_name=row.step_name)
             if definition.timeout_ms:
                 delay = definition.timeout_ms / 1000.0
                 tx.touch_queue(item, scheduled_at=tx.now + delay, attempted_at=None)
@@ -659,7 +662,12 @@ class Engine:
             HumanDecision(tx.instance.id, row.step_name, decision, decided_by, comment, tx.now)
         )
         tx.remove_queue_of(row.step_name)
-        tx.hook("human_decided", step_name=row.step_name, decision=decision, decided_by=decided_by)
+        tx.hook(
+            LifecycleEvent.HUMAN_DECIDED,
+            step_name=row.step_name,
+            decision=decision,
+            decided_by=decided_by,
+        )
         if decision == "confirmed":
             tx.update_step(row, StepStatus.CONFIRMED)
             self._complete(
@@ -681,7 +689,7 @@ class Engine:
             tx.remove_queue(item)  # an aborted instance awaits no call
         tx.set_instance(InstanceStatus.ABORTED, error=error)
         tx.event("workflow_aborted", requested_by=decided_by, reason=error)
-        tx.hook("workflow_aborted", error=error)
+        tx.hook(LifecycleEvent.WORKFLOW_ABORTED, error=error)
         return row
 
     # -- cancel, abort, DLQ requeue ---------------------------------------------------------
@@ -732,7 +740,7 @@ class Engine:
             error = f"Aborted by {requested_by}: {reason}"
             tx.set_instance(InstanceStatus.ABORTED, error=error)
             tx.event("workflow_aborted", requested_by=requested_by, reason=reason)
-            tx.hook("workflow_aborted", error=error)
+            tx.hook(LifecycleEvent.WORKFLOW_ABORTED, error=error)
             return
         tx.state.cancel_request = CancelRequest(inst.id, kind, requested_by, reason, tx.now)
         tx.set_instance(InstanceStatus.CANCELLING, error=f"Cancelled by {requested_by}: {reason}")
@@ -788,7 +796,7 @@ class Engine:
                 started = waiting.started_at if waiting.started_at is not None else tx.now
                 left_ms = round((started - tx.now) * 1000) + human.timeout_ms
                 tx.enqueue(waiting.step_name, max(0, left_ms), human.priority)
-        tx.hook("workflow_resumed", step_name=row.step_name)
+        tx.hook(LifecycleEvent.WORKFLOW_RESUMED, step_name=row.step_name)
 
 
 def _call_under_way(row: StepRecord | None, item: QueueItem) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from floxy_core.engine.retry import backoff_ms
 from floxy_core.engine.state import Transition
 from floxy_core.graph import graph_of
-from floxy_core.model import COMPENSATION_PRIORITY, StepRecord
+from floxy_core.model import COMPENSATION_PRIORITY, LifecycleEvent, StepRecord
 from floxy_core.status import InstanceStatus, StepStatus
 
 COMPENSATION_EXHAUSTED = "compensation max retries exceeded"
@@ -109,7 +109,7 @@ def advance(tx: Transition) -> None:
             reason="compensation",
         )
         tx.hook(
-            "compensation_started",
+            LifecycleEvent.COMPENSATION_STARTED,
             step_name=row.step_name,
             compensation=comp.name if comp else None,
         )
@@ -122,7 +122,7 @@ def finish(tx: Transition) -> None:
     if inst.status is InstanceStatus.ROLLING_BACK:
         tx.set_instance(InstanceStatus.FAILED)
         tx.event("workflow_failed", workflow_id=inst.workflow_id, error=inst.error)
-        tx.hook("workflow_failed", error=inst.error)
+        tx.hook(LifecycleEvent.WORKFLOW_FAILED, error=inst.error)
     elif inst.status is InstanceStatus.CANCELLING:
         tx.set_instance(InstanceStatus.CANCELLED)
         request = tx.state.cancel_request
@@ -131,7 +131,7 @@ def finish(tx: Transition) -> None:
             requested_by=request.requested_by if request else None,
             reason=request.reason if request else None,
         )
-        tx.hook("workflow_cancelled", error=inst.error)
+        tx.hook(LifecycleEvent.WORKFLOW_CANCELLED, error=inst.error)
 
 
 def compensation_result(tx: Transition, row: StepRecord, error: str | None) -> None:
@@ -146,7 +146,7 @@ def compensation_result(tx: Transition, row: StepRecord, error: str | None) -> N
             retry_count=row.compensation_retry_count,
             reason="compensation_success",
         )
-        tx.hook("compensation_finished", step_name=row.step_name, error=None)
+        tx.hook(LifecycleEvent.COMPENSATION_FINISHED, step_name=row.step_name, error=None)
         advance(tx)
         return
     count = row.compensation_retry_count + 1
@@ -171,5 +171,5 @@ def compensation_result(tx: Transition, row: StepRecord, error: str | None) -> N
     )
     tx.event("step_failed", row.step_name, error=COMPENSATION_EXHAUSTED, cause=error)
     tx.add_dlq(row, error, COMPENSATION_EXHAUSTED)
-    tx.hook("compensation_finished", step_name=row.step_name, error=error)
+    tx.hook(LifecycleEvent.COMPENSATION_FINISHED, step_name=row.step_name, error=error)
     advance(tx)

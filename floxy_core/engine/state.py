@@ -22,6 +22,7 @@ from floxy_core.model import (
     HumanDecision,
     Instance,
     JoinState,
+    LifecycleEvent,
     QueueItem,
     StepDefinition,
     StepRecord,
@@ -245,8 +246,8 @@ class Transition:
     def add_log(self, log: CallLog) -> None:
         self.new_logs.append(log)
 
-    def hook(self, name: str, **kwargs: Any) -> None:
-        self.hooks.append(HookCall(name, kwargs))
+    def hook(self, event: LifecycleEvent, **kwargs: Any) -> None:
+        self.hooks.append(HookCall(event, kwargs))
 
     def committed_hooks(self) -> list[HookCall]:
         """The hooks with a snapshot of the committed instance, so firing them needs no read."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from floxy_core.hookspecs import HookSpecs
+from floxy_core.model import LifecycleEvent
 from floxy_core.plugin_api import HANDLER_TYPES_HOOK, STARTING_HOOK, Event
 from floxy_core.plugins import load_plugins
 
@@ -25,7 +26,8 @@ def _spec_args() -> dict[str, set[str]]:
 
 
 def _fired() -> list[tuple[str, str, set[str]]]:
-    """(file:line, event name, keyword names) of every `tx.hook("name", ...)` in the engine."""
+    """(file:line, event name, keyword names) of every `tx.hook(LifecycleEvent.X, ...)` in the
+    engine."""
     found = []
     for path in sorted(ENGINE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -36,9 +38,12 @@ def _fired() -> list[tuple[str, str, set[str]]]:
                 and node.args
             ):
                 first = node.args[0]
-                assert isinstance(first, ast.Constant), f"{path.name}:{node.lineno}: a literal name"
+                where = f"{path.name}:{node.lineno}"
+                assert isinstance(first, ast.Attribute), f"{where}: fires an Event member"
+                assert isinstance(first.value, ast.Name), where
+                assert first.value.id == "LifecycleEvent", where
                 names = {k.arg for k in node.keywords if k.arg is not None}
-                found.append((f"{path.name}:{node.lineno}", str(first.value), names))
+                found.append((where, LifecycleEvent[first.attr].value, names))
     return found
 
 
