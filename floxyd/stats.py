@@ -26,8 +26,11 @@ class Snapshot:
 
 
 def take_snapshot(store: PostgresStore) -> Snapshot:
-    """Counts from `store.stats()` plus the oldest active instances (one extra query)."""
-    return Snapshot(store.stats(), store.active_instances(ACTIVE_LIMIT))
+    """The reference's counts plus the oldest active instances (one extra query). The reference
+    counts an instance waiting for a human decision as running; `listing_stats` tells it apart."""
+    counts = store.listing_stats()
+    counts["running"] += counts.pop("waiting")
+    return Snapshot(counts, store.active_instances(ACTIVE_LIMIT))
 
 
 def format_runtime(seconds: float) -> str:

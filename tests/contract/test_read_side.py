@@ -46,6 +46,12 @@ def test_pages_filters_and_counts(harness: Any) -> None:
         "pending": 0,
         "active": 1,
     }
+    if hasattr(store, "active_instances"):  # floxyd's statistics, PostgreSQL only
+        from floxyd.stats import take_snapshot
+
+        snapshot = take_snapshot(store)
+        assert snapshot.counts["running"] == 1 and "waiting" not in snapshot.counts
+        assert [a.id for a in snapshot.active] == [waiting]
 
 
 def test_definitions_by_name_newest_version_first(harness: Any) -> None:

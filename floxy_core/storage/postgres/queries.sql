@@ -130,8 +130,8 @@ WHERE %(status)s::text IS NULL OR shown = %(status)s::text
 ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: listing_stats
--- floxyctl status: the counts of stats_summary, with `waiting` (running, a human step waiting
--- for a decision) counted apart from `running`, as the listing shows them.
+-- floxyctl status and floxyd's statistics: instance counts, with `waiting` (running, a human step
+-- waiting for a decision) counted apart from `running`, as the listing shows them.
 WITH counted AS (
     SELECT i.status,
            i.status = 'running' AND EXISTS (
@@ -168,15 +168,6 @@ ORDER BY id DESC LIMIT %(limit)s;
 -- name: find_dlq
 SELECT id, instance_id, workflow_id, step_name, step_type, input, error, reason, created_at
 FROM workflows.workflow_dlq WHERE id = %(id)s;
-
--- name: stats_summary
-SELECT count(*) AS total,
-       count(*) FILTER (WHERE status = 'completed') AS completed,
-       count(*) FILTER (WHERE status = 'failed') AS failed,
-       count(*) FILTER (WHERE status IN ('running', 'rolling_back', 'cancelling')) AS running,
-       count(*) FILTER (WHERE status = 'pending') AS pending,
-       count(*) FILTER (WHERE status = ANY(%(active)s::text[])) AS active
-FROM workflows.workflow_instances;
 
 -- name: state_steps
 -- migrations_pro/007: step rows of one instance in the state document's shape, by name or all.

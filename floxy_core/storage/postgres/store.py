@@ -521,7 +521,7 @@ class PostgresStore:
         return listed[:limit], len(listed) > limit
 
     def listing_stats(self) -> dict[str, int]:
-        """The counts of `stats`, with `waiting` instances counted apart from `running`."""
+        """Instance counts, with `waiting` instances counted apart from `running`."""
         with self._conn() as conn:
             cur = conn.execute(q("listing_stats"), {"active": list(ACTIVE_INSTANCE_STATUSES)})
             row = cur.fetchone()
@@ -668,10 +668,3 @@ class PostgresStore:
             )
             for r in rows
         ]
-
-    def stats(self) -> dict[str, int]:
-        with self._conn() as conn:
-            cur = conn.execute(q("stats_summary"), {"active": list(ACTIVE_INSTANCE_STATUSES)})
-            row = cur.fetchone()
-            assert row is not None and cur.description is not None
-            return {col.name: int(value) for col, value in zip(cur.description, row, strict=True)}
