@@ -121,6 +121,18 @@ class ConflictError(StoreError):
     """The operation does not fit the current state (e.g. cancelling a finished instance)."""
 
 
+class KeyTaken(ConflictError):
+    """A start's idempotency key already started `instance_id` (of `workflow_id`)."""
+
+    def __init__(self, key: str, instance_id: int, workflow_id: str) -> None:
+        self.key = key
+        self.instance_id = instance_id
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"idempotency key {key!r} already started instance {instance_id} of {workflow_id}"
+        )
+
+
 class StoreRejected(StoreError):
     """The database refused the data of a write (SQLSTATE class 22 or 54): retrying the same
     write cannot help, unlike an outage."""

@@ -81,7 +81,11 @@ class Store(Protocol):
         now: float,
         decide: Callable[[Transition], None],
         retry_of: int | None = None,
-    ) -> tuple[int, list[HookCall]]: ...
+        idempotency_key: str | None = None,
+    ) -> tuple[int, list[HookCall]]:
+        """A new instance; `KeyTaken` when `idempotency_key` already started one (checked in
+        the same transaction, so two concurrent starts with one key create one instance)."""
+        ...
 
     def transact(
         self, instance_id: int, now: float, decide: Callable[[Transition], T]

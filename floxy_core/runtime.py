@@ -23,6 +23,7 @@ from floxy_core.errors import (
     ConflictError,
     HandlerError,
     InputError,
+    KeyTaken,
     NotFoundError,
     StoreError,
     StoreRejected,
@@ -98,6 +99,13 @@ def _call_log(
     )
 
 
+@record(frozen=True)
+class Started:
+    instance_id: int
+    created: bool
+    """False when an idempotency key named an instance started before."""
+
+
 class Runtime:
     """Runs instances of registered workflows with a pool of worker threads."""
 
@@ -151,14 +159,33 @@ class Runtime:
     def register(self, definition: WorkflowDefinition) -> bool:
         return self.store.save_definition(definition)
 
-    def start_instance(self, workflow_id: str, data: JSON) -> int:
-        for guard in self.start_guards:
-            guard(workflow_id, data)
-        instance_id, hooks = self.store.create_instance(
-            workflow_id, data, self.clock.now(), self.engine.start
-        )
+    def start_instance(
+        self, workflow_id: str, data: JSON, *, idempotency_key: str | None = None
+    ) -> int:
+        """The id of a new instance, or of the one `idempotency_key` already started."""
+        return self.launch(workflow_id, data, idempotency_key=idempotency_key).instance_id
+
+    def launch(
+        self, workflow_id: str, data: JSON, *, idempotency_key: str | None = None
+    ) -> Started:
+        """Start an instance. A repeated `idempotency_key` starts nothing and names the
+        instance it started; one that started an instance of another workflow is `KeyTaken`."""
+        try:
+            for guard in self.start_guards:
+                guard(workflow_id, data)
+            instance_id, hooks = self.store.create_instance(
+                workflow_id,
+                data,
+                self.clock.now(),
+                self.engine.start,
+                idempotency_key=idempotency_key,
+            )
+        except KeyTaken as taken:
+            if taken.workflow_id != workflow_id:
+                raise
+            return Started(taken.instance_id, created=False)
         self._fire(hooks)
-        return instance_id
+        return Started(instance_id, created=True)
 
     def transact(self, instance_id: int, decide: Callable[[Transition], Any]) -> Any:
         result, hooks = self.store.transact(instance_id, self.clock.now(), decide)

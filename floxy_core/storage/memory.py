@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from floxy_core.engine.state import HookCall, InstanceState, Transition
-from floxy_core.errors import ConflictError, NotFoundError
+from floxy_core.errors import ConflictError, KeyTaken, NotFoundError
 from floxy_core.model import (
     JSON,
     CallLog,
@@ -109,6 +109,7 @@ class MemoryStore:
         self._definitions: dict[str, WorkflowDefinition] = {}
         self._registered: dict[str, float] = {}
         self._states: dict[int, InstanceState] = {}
+        self._start_keys: dict[str, tuple[int, str]] = {}
         self._events: dict[int, list[Event]] = {}
         self._queued: set[int] = set()
         self._by_status: dict[int, dict[StepStatus, dict[str, StepRecord]]] = {}
@@ -163,8 +164,11 @@ class MemoryStore:
         now: float,
         decide: Callable[[Transition], None],
         retry_of: int | None = None,
+        idempotency_key: str | None = None,
     ) -> tuple[int, list[HookCall]]:
         with self._lock:
+            if idempotency_key is not None and idempotency_key in self._start_keys:
+                raise KeyTaken(idempotency_key, *self._start_keys[idempotency_key])
             definition = self.get_definition(workflow_id)
             instance = Instance(
                 id=self._ids["instance"] + 1,
@@ -180,6 +184,8 @@ class MemoryStore:
             decide(tx)
             self._ids["instance"] = instance.id
             self._states[instance.id] = state
+            if idempotency_key is not None:
+                self._start_keys[idempotency_key] = (instance.id, definition.id)
             self._events[instance.id] = []
             self._commit(tx)
             return instance.id, tx.committed_hooks()

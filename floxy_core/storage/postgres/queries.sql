@@ -25,6 +25,17 @@ VALUES (%(workflow_id)s, 'pending', %(input)s, coalesce(%(now)s::timestamptz, cl
         coalesce(%(now)s::timestamptz, clock_timestamp()), %(retry_of)s)
 RETURNING id, created_at;
 
+-- name: claim_start_key
+-- migrations_pro/011: in the start's transaction; no row back when a concurrent start holds the
+-- key (the INSERT waits for that start's commit, so the key then names a committed instance).
+INSERT INTO workflows.workflow_start_keys (key, workflow_id, instance_id)
+VALUES (%(key)s, %(workflow_id)s, %(id)s)
+ON CONFLICT (key) DO NOTHING
+RETURNING instance_id;
+
+-- name: find_start_key
+SELECT instance_id, workflow_id FROM workflows.workflow_start_keys WHERE key = %(key)s;
+
 -- name: lock_load
 -- migrations_pro/004: lock the instance (its partition key if known, else NULL), then load it.
 -- The second column is the database's clock once the lock is held: the engine's `now`

@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from floxy_core import records, values
 from floxy_core.engine.state import HookCall, InstanceState, Transition
-from floxy_core.errors import ConflictError, NotFoundError, StoreError, StoreRejected
+from floxy_core.errors import (
+    ConflictError,
+    KeyTaken,
+    NotFoundError,
+    StoreError,
+    StoreRejected,
+)
 from floxy_core.model import (
     JSON,
     CallLog,
@@ -133,6 +139,10 @@ class _CreatedAt:
                 for key in list(self._map)[: self._limit // 2]:
                     del self._map[key]
             self._map[instance_id] = created
+
+
+class _KeyRace(Exception):
+    """The start key was inserted by a concurrent start: this transaction rolls back."""
 
 
 class _Unit:
@@ -288,8 +298,11 @@ class PostgresStore:
         now: float,
         decide: Callable[[Transition], None],
         retry_of: int | None = None,
+        idempotency_key: str | None = None,
     ) -> tuple[int, list[HookCall]]:
         definition = self.get_definition(workflow_id)
+        if idempotency_key is not None:
+            self._check_start_key(idempotency_key)
 
         def run() -> tuple[int, list[HookCall]]:
             with self._unit() as unit:
@@ -304,6 +317,11 @@ class PostgresStore:
                 )
                 assert row is not None
                 created = row[1]
+                if idempotency_key is not None:
+                    params = {"key": idempotency_key, "workflow_id": definition.id, "id": row[0]}
+                    unit.cur.execute(q("claim_start_key"), params)
+                    if unit.cur.fetchone() is None:  # a concurrent start committed it first
+                        raise _KeyRace
                 at = micro(created.timestamp())
                 instance = Instance(
                     id=int(row[0]),
@@ -321,7 +339,19 @@ class PostgresStore:
                 self._created.put(instance.id, created)
                 return instance.id, tx.committed_hooks()
 
-        return self._retrying(run)
+        try:
+            return self._retrying(run)
+        except _KeyRace:
+            assert idempotency_key is not None
+            self._check_start_key(idempotency_key)
+            raise AssertionError("a start key taken and then gone") from None
+
+    def _check_start_key(self, key: str) -> None:
+        """`KeyTaken` when `key` started an instance."""
+        with self._conn() as conn:
+            row = conn.execute(q("find_start_key"), {"key": key}).fetchone()
+        if row is not None:
+            raise KeyTaken(key, int(row[0]), str(row[1]))
 
     def transact(
         self, instance_id: int, now: float, decide: Callable[[Transition], T]
