@@ -181,7 +181,7 @@ class Runtime:
                 idempotency_key=idempotency_key,
             )
         except KeyTaken as taken:
-            if taken.workflow_id != workflow_id:
+            if taken.workflow_id != self.store.get_definition(workflow_id).id:  # a name, or not
                 raise
             return Started(taken.instance_id, created=False)
         self._fire(hooks)

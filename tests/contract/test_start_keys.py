@@ -17,7 +17,7 @@ def test_a_repeated_key_starts_nothing(harness: Any) -> None:
     flow = Builder("keyed").step("ok").build()
     h.runtime.register(flow)
     first = h.runtime.launch(flow.id, {"n": 1}, idempotency_key="order-7")
-    again = h.runtime.launch(flow.id, {"n": 2}, idempotency_key="order-7")
+    again = h.runtime.launch("keyed", {"n": 2}, idempotency_key="order-7")  # by name
     other = h.runtime.launch(flow.id, {"n": 3}, idempotency_key="order-8")
     plain = h.runtime.start_instance(flow.id, {"n": 4})
     assert first.created and not again.created and other.created
