@@ -184,10 +184,10 @@ class MemoryStore:
             decide(tx)
             self._ids["instance"] = instance.id
             self._states[instance.id] = state
-            if idempotency_key is not None:
-                self._start_keys[idempotency_key] = (instance.id, definition.id)
             self._events[instance.id] = []
             self._commit(tx)
+            if idempotency_key is not None:
+                self._start_keys[idempotency_key] = (instance.id, definition.id)
             return instance.id, tx.committed_hooks()
 
     def transact(

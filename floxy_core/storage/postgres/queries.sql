@@ -26,8 +26,8 @@ VALUES (%(workflow_id)s, 'pending', %(input)s, coalesce(%(now)s::timestamptz, cl
 RETURNING id, created_at;
 
 -- name: claim_start_key
--- migrations_pro/011: in the start's transaction; no row back when a concurrent start holds the
--- key (the INSERT waits for that start's commit, so the key then names a committed instance).
+-- migrations_pro/011: in the start's transaction; no row back when another start holds the key
+-- (the INSERT waits for a concurrent start's commit, so the key then names a committed instance).
 INSERT INTO workflows.workflow_start_keys (key, workflow_id, instance_id)
 VALUES (%(key)s, %(workflow_id)s, %(id)s)
 ON CONFLICT (key) DO NOTHING
